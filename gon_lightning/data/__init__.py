@@ -1,0 +1,15 @@
+"""One DataModule per dataset on the shared in-memory base in `base.py`."""
+
+from gon_lightning.data.base import ImageDataModule
+from gon_lightning.data.coil20 import COIL20DataModule
+from gon_lightning.data.mnist5k import MNIST5kDataModule
+from gon_lightning.data.torchvision import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule
+
+__all__ = [
+    "CIFAR10DataModule",
+    "COIL20DataModule",
+    "FashionMNISTDataModule",
+    "ImageDataModule",
+    "MNIST5kDataModule",
+    "MNISTDataModule",
+]

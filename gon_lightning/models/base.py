@@ -1,0 +1,121 @@
+"""What every model shares: image shape, Adam, reconstruction metrics and the evaluation protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, MeanSquaredError
+from torchmetrics.image import PeakSignalNoiseRatio
+
+NormEval = Literal["batch", "running"]
+
+
+@contextmanager
+def batchnorm_batch_statistics(module: nn.Module) -> Iterator[None]:
+    """Let every BatchNorm normalise with the batch's own statistics without touching its running ones.
+
+    This is how the reference scripts evaluated (the model stayed in train mode), so their published
+    numbers are only comparable under it (DESIGN trap 1).
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.track_running_stats) for m in norms]
+    for m in norms:
+        m.training, m.track_running_stats = True, False  # no running stats passed: batch stats, no update
+    try:
+        yield
+    finally:
+        for m, (training, tracking) in zip(norms, saved):
+            m.training, m.track_running_stats = training, tracking
+
+
+def per_image_sse(x_hat: Tensor, x: Tensor) -> Tensor:
+    """Summed squared error per image, over C x H x W: the papers' reconstruction figure."""
+    return (x_hat - x).square().flatten(1).sum(1)
+
+
+def _reconstruction_metrics() -> nn.ModuleDict:
+    return nn.ModuleDict(
+        {"sse": MeanMetric(), "mse": MeanSquaredError(), "psnr": PeakSignalNoiseRatio(data_range=1.0)}
+    )
+
+
+class ImageModel(pl.LightningModule):
+    """Base of every model. Subclasses implement `training_step` and `reconstruct`.
+
+    Args:
+        image_shape: (channels, height, width); linked from the DataModule by the CLI.
+        lr: Adam learning rate.
+        norm_eval: how BatchNorm layers normalise in validation, test and predict. "batch" uses each
+            batch's statistics, the protocol of the reference scripts and therefore of every published
+            number; "running" is PyTorch's eval mode (running statistics). Models without BatchNorm
+            behave the same under both.
+    """
+
+    def __init__(
+        self, image_shape: tuple[int, int, int] = (1, 32, 32), lr: float = 2e-4, norm_eval: NormEval = "batch"
+    ) -> None:
+        super().__init__()
+        if norm_eval not in ("batch", "running"):
+            raise ValueError(f"norm_eval must be 'batch' or 'running', got {norm_eval!r}")
+        self.image_shape = tuple(image_shape)
+        self.lr = lr
+        self.norm_eval = norm_eval
+        self.val_metrics = _reconstruction_metrics()
+        self.test_metrics = _reconstruction_metrics()
+
+    # The generation interface shared by predict and the image callbacks. A model implements what it can;
+    # the rest raise NotImplementedError, which callers treat as "this model has no such picture".
+    def encode_images(self, x: Tensor) -> Tensor:
+        """Latents of images in [0, 1] (the evaluation encoding: no sampling, no graph)."""
+        raise NotImplementedError(f"{type(self).__name__} has no latent encoding")
+
+    def decode_latents(self, z: Tensor) -> Tensor:
+        """Images in [0, 1] from latents."""
+        raise NotImplementedError(f"{type(self).__name__} has no latent decoder")
+
+    def sample(self, n: int) -> Tensor:
+        """n new images in [0, 1]."""
+        raise NotImplementedError(f"{type(self).__name__} cannot sample")
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decode_latents(self.encode_images(x))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+    @contextmanager
+    def evaluation_protocol(self) -> Iterator[None]:
+        if self.norm_eval == "batch":
+            with batchnorm_batch_statistics(self):
+                yield
+        else:
+            yield
+
+    def _evaluate(self, x: Tensor, metrics: nn.ModuleDict, stage: str) -> Tensor:
+        with self.evaluation_protocol():
+            x_hat = self.reconstruct(x)
+        metrics["sse"].update(per_image_sse(x_hat, x))
+        metrics["mse"].update(x_hat, x)
+        metrics["psnr"].update(x_hat, x)
+        self.log_dict({f"{stage}/{name}": m for name, m in metrics.items()}, batch_size=len(x))
+        return x_hat
+
+    def validation_step(self, x: Tensor, batch_idx: int) -> None:
+        self._evaluate(x, self.val_metrics, "val")
+
+    def test_step(self, x: Tensor, batch_idx: int) -> None:
+        self._evaluate(x, self.test_metrics, "test")
+
+    def predict_step(self, x: Tensor, batch_idx: int) -> Tensor:
+        with self.evaluation_protocol():
+            return self.reconstruct(x)
+
+    def log_train(self, loss: Tensor, x_hat: Tensor, x: Tensor) -> None:
+        batch_size = len(x)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/sse", per_image_sse(x_hat.detach(), x).mean(), batch_size=batch_size)
