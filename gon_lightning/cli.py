@@ -8,8 +8,7 @@ import warnings
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-import gon_lightning.data
-import gon_lightning.models  # noqa: F401  (registers the models for short class names)
+# importing the packages registers every model and DataModule, so configs may use short class names
 from gon_lightning.data import ImageDataModule
 from gon_lightning.errors import UserError
 from gon_lightning.models import ImageModel

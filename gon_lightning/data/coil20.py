@@ -93,13 +93,9 @@ class COIL20DataModule(ImageDataModule):
             try:
                 image = decode_png(read_file(str(path)), ImageReadMode.GRAY)
             except RuntimeError as error:
-                raise UserError(
-                    f"cannot decode {path} ({error}); delete {extracted} to extract again"
-                ) from error
+                raise UserError(f"cannot decode {path} ({error}); delete {extracted} to extract again") from error
             if image.shape != (1, SIZE, SIZE):
-                raise UserError(
-                    f"{path} is {tuple(image.shape[1:])}, expected {SIZE}x{SIZE} (processed COIL-20)"
-                )
+                raise UserError(f"{path} is {tuple(image.shape[1:])}, expected {SIZE}x{SIZE} (processed COIL-20)")
             images.append(image)
             labels.append(obj - 1)
         return fixed_split(torch.stack(images), torch.tensor(labels))

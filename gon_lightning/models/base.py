@@ -29,7 +29,7 @@ def batchnorm_batch_statistics(module: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
-        for m, (training, tracking) in zip(norms, saved):
+        for m, (training, tracking) in zip(norms, saved, strict=True):
             m.training, m.track_running_stats = training, tracking
 
 
@@ -39,9 +39,7 @@ def per_image_sse(x_hat: Tensor, x: Tensor) -> Tensor:
 
 
 def _reconstruction_metrics() -> nn.ModuleDict:
-    return nn.ModuleDict(
-        {"sse": MeanMetric(), "mse": MeanSquaredError(), "psnr": PeakSignalNoiseRatio(data_range=1.0)}
-    )
+    return nn.ModuleDict({"sse": MeanMetric(), "mse": MeanSquaredError(), "psnr": PeakSignalNoiseRatio(data_range=1.0)})
 
 
 class ImageModel(pl.LightningModule):

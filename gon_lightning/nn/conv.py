@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Literal
 
 from torch import Tensor, nn
@@ -34,8 +35,7 @@ def make_norm(name: Norm, channels: int) -> nn.Module:
 def check_image_size(image_size: int) -> None:
     if image_size != 32:
         raise UserError(
-            f"the convolutional models are built for 32x32 images, got image_size={image_size}; "
-            "set data.image_size: 32"
+            f"the convolutional models are built for 32x32 images, got image_size={image_size}; set data.image_size: 32"
         )
 
 
@@ -55,7 +55,7 @@ class ConvDecoder(nn.Module):
         check_image_size(image_size)
         widths = [nz, ngf * 4, ngf * 2, ngf]
         layers: list[nn.Module] = []
-        for i, (c_in, c_out) in enumerate(zip(widths, widths[1:])):
+        for i, (c_in, c_out) in enumerate(pairwise(widths)):
             stride, padding = (1, 0) if i == 0 else (2, 1)
             layers += [
                 nn.ConvTranspose2d(c_in, c_out, 4, stride, padding),
@@ -85,7 +85,7 @@ class ConvEncoder(nn.Module):
         check_image_size(image_size)
         widths = [channels, ngf, ngf * 2, ngf * 4]
         layers: list[nn.Module] = []
-        for c_in, c_out in zip(widths, widths[1:]):
+        for c_in, c_out in pairwise(widths):
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1), make_norm(norm, c_out), make_activation(activation)]
         layers.append(nn.Conv2d(ngf * 4, nz, 4, 1, 0))
         self.net = nn.Sequential(*layers)
