@@ -24,7 +24,11 @@ OBJECTS, POSES, SIZE = 20, 72, 128
 
 
 def safe_extract(archive: Path, target: Path) -> None:
-    """Extract a zip, refusing it whole if any member would land outside `target`."""
+    """Extract a zip into the new folder `target`, refusing it whole if any member would land outside.
+
+    Extraction goes to a staging folder renamed into place, so an interrupted one leaves nothing; an archive
+    whose members sit in one top folder named like `target` (as coil-20-proc.zip's do) is not nested twice.
+    """
     try:
         with zipfile.ZipFile(archive) as zf:
             for member in zf.infolist():
@@ -37,7 +41,8 @@ def safe_extract(archive: Path, target: Path) -> None:
             staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
             try:
                 zf.extractall(staging)
-                staging.rename(target)
+                top = staging / target.name
+                (top if top.is_dir() else staging).rename(target)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
     except zipfile.BadZipFile as error:

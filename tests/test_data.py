@@ -1,0 +1,185 @@
+"""The DataModules on fake files in each dataset's real format, including every bad input."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+
+import pytest
+import torch
+from conftest import N_TEST, N_TRAIN, coil20_zip
+from torchvision import datasets
+
+from gon_lightning.data import (
+    CIFAR10DataModule,
+    COIL20DataModule,
+    FashionMNISTDataModule,
+    MNIST5kDataModule,
+    MNISTDataModule,
+)
+from gon_lightning.data import coil20 as coil20_module
+from gon_lightning.errors import UserError
+
+
+def loaded(dm):
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def first_batch(dm, split: str = "train") -> torch.Tensor:
+    loader = getattr(dm, f"{split}_dataloader")()
+    return dm.on_after_batch_transfer(next(iter(loader)), 0)
+
+
+@pytest.mark.parametrize(
+    ("module", "root_fixture"), [(MNISTDataModule, "mnist_root"), (FashionMNISTDataModule, "fashion_root")]
+)
+def test_mnist_layout_decodes_resizes_and_caches(module, root_fixture, request):
+    root = request.getfixturevalue(root_fixture)
+    dm = loaded(module(root=root, batch_size=32, download=False))
+    assert dm.dims == (1, 32, 32)
+    assert dm.splits["train"].shape == (N_TRAIN, 1, 32, 32) and dm.splits["train"].dtype == torch.uint8
+    assert dm.splits["test"].shape == (N_TEST, 1, 32, 32)
+    assert dm.cache_path.is_file()
+    x = first_batch(dm)
+    assert x.shape == (32, 1, 32, 32) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
+    # the cache serves a second DataModule even once the raw files are gone
+    shutil.rmtree(dm.data_dir)
+    again = loaded(module(root=root, batch_size=32, download=False))
+    assert torch.equal(again.splits["train"], dm.splits["train"])
+
+
+def test_native_size_keeps_pixels(mnist_root, digits):
+    dm = loaded(MNISTDataModule(root=mnist_root, image_size=28, download=False))
+    assert torch.equal(dm.splits["train"][:, 0], torch.from_numpy(digits[0][:N_TRAIN]))
+
+
+def test_val_fraction_holds_out_part_of_train(mnist_root):
+    dm = loaded(MNISTDataModule(root=mnist_root, val_fraction=0.25, download=False))
+    assert len(dm.splits["val"]) == N_TRAIN // 4 and len(dm.splits["train"]) == N_TRAIN - N_TRAIN // 4
+    default = loaded(MNISTDataModule(root=mnist_root, download=False))
+    assert default.splits["val"] is default.splits["test"]  # the references' per-epoch test curve
+
+
+def test_cifar_batches(cifar_root):
+    dm = loaded(CIFAR10DataModule(root=cifar_root, batch_size=16, download=False))
+    assert dm.dims == (3, 32, 32)
+    assert dm.splits["train"].shape == (80, 3, 32, 32) and dm.splits["test"].shape == (16, 3, 32, 32)
+    assert dm.labels["train"].tolist()[:16] == [1] * 16
+
+
+def test_cifar_corrupt_file_is_named(cifar_root):
+    (cifar_root / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"garbage")
+    with pytest.raises(UserError, match=r"cifar-10-batches-py.*(unreadable|corrupt)"):
+        loaded(CIFAR10DataModule(root=cifar_root, download=False))
+
+
+def test_coil20_from_archive_split_and_size(coil20_root):
+    dm = loaded(COIL20DataModule(root=coil20_root, download=False))
+    assert dm.splits["train"].shape == (1152, 1, 32, 32) and dm.splits["test"].shape == (288, 1, 32, 32)
+    assert (coil20_root / "coil-20" / "coil-20-proc" / "obj1__0.png").is_file()
+
+
+def test_coil20_download_falls_back_to_second_url(tmp_path, coil20_archive, monkeypatch):
+    monkeypatch.setattr(coil20_module, "URLS", (f"file://{tmp_path}/absent.zip", coil20_archive.as_uri()))
+    dm = loaded(COIL20DataModule(root=tmp_path / "root"))
+    assert len(dm.splits["train"]) == 1152
+    assert not list((tmp_path / "root" / "coil-20").glob(".*part"))
+
+
+def test_coil20_offline_error_names_directory_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(coil20_module, "URLS", (f"file://{tmp_path}/a.zip", f"file://{tmp_path}/b.zip"))
+    root = tmp_path / "root"
+    with pytest.raises(UserError, match=r"COIL-20 is not in .*coil-20.*could not download"):
+        loaded(COIL20DataModule(root=root))
+    assert not any(p.is_file() for p in root.rglob("*"))
+
+
+def test_coil20_refuses_archive_escaping_target(tmp_path):
+    root = tmp_path / "root"
+    (root / "coil-20").mkdir(parents=True)
+    coil20_zip(root / "coil-20" / "coil-20-proc.zip", {"../evil.png": b"x"})
+    with pytest.raises(UserError, match=r"refusing to extract .*'\.\./evil\.png'"):
+        loaded(COIL20DataModule(root=root, download=False))
+    assert not (root / "evil.png").exists() and not (root / "coil-20" / "coil-20-proc").exists()
+
+
+def test_coil20_incomplete_archive(tmp_path):
+    root = tmp_path / "root"
+    (root / "coil-20").mkdir(parents=True)
+    with zipfile.ZipFile(root / "coil-20" / "coil-20-proc.zip", "w") as zf:
+        zf.writestr("coil-20-proc/obj1__0.png", b"")
+    with pytest.raises(UserError, match=r"incomplete: expected 1440 .* found 1"):
+        loaded(COIL20DataModule(root=root, download=False))
+
+
+def test_coil20_corrupt_zip(tmp_path):
+    root = tmp_path / "root"
+    (root / "coil-20").mkdir(parents=True)
+    (root / "coil-20" / "coil-20-proc.zip").write_bytes(b"not a zip")
+    with pytest.raises(UserError, match=r"coil-20-proc\.zip is not a valid zip"):
+        loaded(COIL20DataModule(root=root, download=False))
+
+
+def test_mnist_missing_offline_names_files_and_leaves_nothing(tmp_path, monkeypatch):
+    # an unreachable mirror stands in for no network: the real download code runs and fails
+    monkeypatch.setattr(datasets.MNIST, "mirrors", [f"file://{tmp_path}/nowhere/"])
+    root = tmp_path / "root"
+    with pytest.raises(UserError, match=r"MNIST is not in .*MNIST/raw.*download failed.*train-images-idx3-ubyte"):
+        loaded(MNISTDataModule(root=root))
+    assert not any(p.is_file() for p in root.rglob("*")) if root.exists() else True
+
+
+def test_mnist_download_path_with_local_mirror(tmp_path, mnist_root, monkeypatch, serve_directory):
+    import gzip
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for raw in (mnist_root / "MNIST" / "raw").iterdir():
+        (mirror / f"{raw.name}.gz").write_bytes(gzip.compress(raw.read_bytes()))
+    monkeypatch.setattr(datasets.MNIST, "mirrors", [serve_directory(mirror)])
+    monkeypatch.setattr(datasets.MNIST, "resources", [(name, None) for name, _ in datasets.MNIST.resources])
+    dm = loaded(MNISTDataModule(root=tmp_path / "root"))
+    assert len(dm.splits["train"]) == N_TRAIN
+
+
+def test_download_false_and_missing(tmp_path):
+    with pytest.raises(UserError, match=r"not in .*data.download is false"):
+        loaded(MNISTDataModule(root=tmp_path, download=False))
+
+
+def test_truncated_mnist_is_called_corrupt(mnist_root):
+    path = mnist_root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(UserError, match=r"MNIST files in .* are unreadable or corrupt"):
+        loaded(MNISTDataModule(root=mnist_root, download=False))
+
+
+def test_corrupt_cache_is_rebuilt(mnist_root):
+    dm = loaded(MNISTDataModule(root=mnist_root, download=False))
+    dm.cache_path.write_bytes(b"truncated")
+    with pytest.warns(UserWarning, match="unreadable cache"):
+        again = loaded(MNISTDataModule(root=mnist_root, download=False))
+    assert torch.equal(again.splits["train"], dm.splits["train"])
+
+
+def test_embedded_mnist5k(tmp_path):
+    dm = loaded(MNIST5kDataModule(root=tmp_path))
+    assert dm.splits["train"].shape == (4000, 1, 32, 32) and dm.splits["test"].shape == (1000, 1, 32, 32)
+    assert sorted(dm.labels["test"].unique().tolist()) == list(range(10))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"batch_size": 0}, "batch_size"), ({"val_fraction": 1.0}, "val_fraction"), ({"image_size": 0}, "image_size")],
+)
+def test_bad_options(tmp_path, kwargs, message):
+    with pytest.raises(UserError, match=message):
+        MNISTDataModule(root=tmp_path, **kwargs)
+
+
+def test_root_that_is_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        MNISTDataModule(root=tmp_path / "file")
