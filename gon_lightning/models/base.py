@@ -33,6 +33,17 @@ def batchnorm_batch_statistics(module: nn.Module) -> Iterator[None]:
             m.training, m.track_running_stats = training, tracking
 
 
+def slerp(z_a: Tensor, z_b: Tensor, steps: int) -> Tensor:
+    """Spherical interpolation from z_a to z_b (B, nz), endpoints included: (steps, B, nz)."""
+    t = torch.linspace(0, 1, steps, device=z_a.device, dtype=z_a.dtype)[:, None, None]
+    cos = torch.nn.functional.cosine_similarity(z_a, z_b, dim=1).clamp(-1 + 1e-7, 1 - 1e-7)[:, None]
+    omega = torch.acos(cos)
+    sin = torch.sin(omega)
+    spherical = (torch.sin((1 - t) * omega) * z_a + torch.sin(t * omega) * z_b) / sin
+    linear = (1 - t) * z_a + t * z_b  # where the two are (nearly) parallel, slerp is the straight line
+    return torch.where(sin > 1e-4, spherical, linear)
+
+
 def per_image_sse(x_hat: Tensor, x: Tensor) -> Tensor:
     """Summed squared error per image, over C x H x W: the papers' reconstruction figure."""
     return (x_hat - x).square().flatten(1).sum(1)
@@ -82,6 +93,11 @@ class ImageModel(pl.LightningModule):
 
     def reconstruct(self, x: Tensor) -> Tensor:
         return self.decode_latents(self.encode_images(x))
+
+    def interpolate(self, x_a: Tensor, x_b: Tensor, steps: int = 8) -> Tensor:
+        """Images along the spherical interpolation between the latents of x_a and x_b: (steps, B, C, H, W)."""
+        z = slerp(self.encode_images(x_a), self.encode_images(x_b), steps)
+        return self.decode_latents(z.flatten(0, 1)).unflatten(0, z.shape[:2])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.lr)
