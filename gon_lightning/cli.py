@@ -64,8 +64,18 @@ def main(args: list[str] | None = None, run: bool = True) -> GONLightningCLI:
             args=args,
             run=run,
         )
-    except UserError as error:
-        sys.exit(f"gon-lightning: error: {error}")
+    except Exception as error:
+        cause = user_error_in(error)
+        if cause is None:
+            raise
+        sys.exit(f"gon-lightning: error: {cause}")
+
+
+def user_error_in(error: BaseException | None) -> UserError | None:
+    """The UserError behind `error`, if any: jsonargparse wraps errors raised while instantiating classes."""
+    while error is not None and not isinstance(error, UserError):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 def console_main() -> None:

