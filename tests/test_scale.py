@@ -12,6 +12,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+from ddp_worker import Recorder
 from pytorch_lightning.plugins import MixedPrecision
 
 from gon_lightning.cli import main
@@ -71,7 +72,9 @@ def test_ddp_step_equals_single_process_and_ranks_shard_the_data(mnist_root: Pat
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     ddp.mkdir(), single.mkdir()
     run_worker(ddp, fit_args(mnist_root, ddp, 128, "--trainer.devices=2", "--trainer.strategy=ddp"))
-    run_worker(single, fit_args(mnist_root, single, 256, "--trainer.devices=1"))
+    cli = main(fit_args(mnist_root, single, 256, "--trainer.devices=1"), run=False)  # in-process: saves a start-up
+    cli.trainer.callbacks.append(Recorder(single))
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     rank0, rank1 = torch.load(ddp / "rank0.pt"), torch.load(ddp / "rank1.pt")
     reference = torch.load(single / "rank0.pt")
 
