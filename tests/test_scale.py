@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import torch.distributed as dist
 from ddp_worker import Recorder
 from pytorch_lightning.plugins import MixedPrecision
 
+from gon_lightning.callbacks.performance import ChannelsLast
 from gon_lightning.cli import main
 from gon_lightning.data import MNISTDataModule
 from gon_lightning.models import GON
@@ -178,3 +180,50 @@ def test_fp16_inner_gradient_is_scaled_and_divided_back(digits) -> None:
     assert err(scaled) < 2e-3
     assert err(scaled) < err(unscaled) / 2
     assert (unscaled == 0).sum() > (scaled == 0).sum()
+
+
+class SyncCounter(pl.Callback):
+    """Counts calls that read a tensor's value on the host (a device synchronisation on a GPU) inside training
+    batches, except in torch.optim (Adam reads its step counter, a CPU tensor, which is no device sync)."""
+
+    NAMES = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.active, self.calls = False, []
+        for name in self.NAMES:
+            original = getattr(torch.Tensor, name)
+            monkeypatch.setattr(torch.Tensor, name, self._wrap(name, original))
+
+    def _wrap(self, name, original):
+        def counted(tensor, *args, **kwargs):
+            if self.active:
+                frames = traceback.extract_stack(limit=3)[:-1]
+                if not any(f"{os.sep}optim{os.sep}" in frame.filename for frame in frames):
+                    self.calls.append((name, frames))
+            return original(tensor, *args, **kwargs)
+
+        return counted
+
+    def on_train_batch_start(self, *args) -> None:
+        self.active = True
+
+    def on_train_batch_end(self, *args) -> None:
+        self.active = False
+
+
+def test_hot_loop_has_no_host_sync_and_channels_last_applies(mnist_root: Path, monkeypatch) -> None:
+    counter = SyncCounter(monkeypatch)
+    model = GON()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[counter, ChannelsLast()],
+    )
+    trainer.fit(model, datamodule=MNISTDataModule(root=mnist_root, batch_size=32))
+    assert counter.calls == [], counter.calls[:3]
+    weight = model.decoder.net[3].weight  # a 4x4 transposed-convolution kernel
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
