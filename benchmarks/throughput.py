@@ -198,16 +198,24 @@ def main() -> None:
         f"torch {torch.__version__}, lightning {pl.__version__}"
     )
     print(
-        f"GON nz {args.nz} ngf {args.ngf}, batch {args.batch_size}; median of {args.rounds} rounds x "
+        f"GON nz {args.nz} ngf {args.ngf}, batch {args.batch_size}, "
+        f"{'channels_last' if args.channels_last else 'contiguous'}, {args.precision}; "
+        f"median of {args.rounds} rounds x "
         f"{args.steps} steps (+{args.warmup} warm-up)"
     )
     labels = {"a": "(a) plain loop, PIL + Resize/ToTensor DataLoader", "b": "(b) plain loop, in-memory DataModule"}
     for name, value in median.items():
         print(f"  {labels.get(name, f'(c) {name[2:]} LightningModule + Trainer'):<52} {value:8.1f} images/s")
-    print(f"  b/a = {median['b'] / median['a']:.2f}")
+
+    def ratio(num: str, den: str) -> str:
+        # ratio of the medians, and the median of the per-round ratios (robust to load that shifts between rounds)
+        per_round = statistics.median(n / d for n, d in zip(rates[num], rates[den], strict=True))
+        return f"{median[num] / median[den]:.2f} (per-round median {per_round:.2f})"
+
+    print(f"  b/a = {ratio('b', 'a')}")
     for name in median:
         if name.startswith("c:"):
-            print(f"  {name[2:]}: c/a = {median[name] / median['a']:.2f}, c/b = {median[name] / median['b']:.3f}")
+            print(f"  {name[2:]}: c/a = {ratio(name, 'a')}, c/b = {ratio(name, 'b')}")
 
 
 if __name__ == "__main__":
