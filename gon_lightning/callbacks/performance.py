@@ -10,9 +10,10 @@ from pytorch_lightning.callbacks import Callback
 class ChannelsLast(Callback):
     """Keep the model's 4-D weights, and so its convolution activations, in the channels_last memory layout.
 
-    On CPU (oneDNN) this made the GON training step (nz 256, ngf 16, batch 64) several times faster with BatchNorm
-    and about 1.5x without, in our measurements; on GPUs it mostly pays with fp16/bf16 tensor cores: measure
-    before keeping it there. Enable with `--trainer.callbacks+=ChannelsLast` or in a config's trainer.callbacks.
+    Not always a win, so opt-in: on a loaded shared 2-core CPU one micro-benchmark of the GON step (nz 256, ngf 16,
+    batch 64) ran 1.5-5x faster with it, but benchmarks/throughput.py did not separate it from the noise; on GPUs
+    it mostly pays with fp16/bf16 tensor cores. Measure before keeping it (docs/performance.md).
+    Enable with `--trainer.callbacks+=ChannelsLast` or in a config's trainer.callbacks.
     Applied in `setup`, before the strategy wraps the model (DDP) or the optimiser is built.
     """
 
