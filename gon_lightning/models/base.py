@@ -131,5 +131,8 @@ class ImageModel(pl.LightningModule):
 
     def log_train(self, loss: Tensor, x_hat: Tensor, x: Tensor) -> None:
         batch_size = len(x)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        # no prog_bar on per-step values: Lightning turns progress-bar metrics into Python numbers every step,
+        # a host synchronisation per step on a GPU. The bar shows the running epoch mean, read at epoch end.
+        self.log("train/loss", loss, batch_size=batch_size)
+        self.log("loss", loss, on_step=False, on_epoch=True, prog_bar=True, logger=False, batch_size=batch_size)
         self.log("train/sse", per_image_sse(x_hat.detach(), x).mean(), batch_size=batch_size)

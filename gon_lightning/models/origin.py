@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from gon_lightning.errors import UserError
 from gon_lightning.models.base import ImageModel, NormEval
@@ -70,8 +70,43 @@ class OriginModel(ImageModel):
             z0 = self.initial_latent(len(x))
             inner, _ = self.latent_loss(z0, x)
             inner = inner.sum() if self.inner_reduction == "sum" else inner.mean()
-            (grad,) = torch.autograd.grad(inner, z0, create_graph=create_graph)
+            scale = self._inner_loss_scale(inner)
+            if scale is None:
+                (grad,) = torch.autograd.grad(inner, z0, create_graph=create_graph)
+            else:
+                (grad,) = torch.autograd.grad(inner * scale, z0, create_graph=create_graph)
+                grad = grad / scale
         return z0.detach() - grad  # the graph, when kept, lives in grad
+
+    def _inner_loss_scale(self, inner: Tensor) -> Tensor | None:
+        """The fp16 loss scale as a 0-dim device tensor, or None when no GradScaler is active.
+
+        Lightning scales only the loss `training_step` returns, so under `precision="16-mixed"` the inner
+        gradient would be taken unscaled and underflow in fp16 (DESIGN trap 3). Scaling the inner loss by the
+        scaler's own scale and dividing the gradient back keeps it in range; an overflow makes the latents, the
+        outer loss and so the parameter gradients non-finite, and the scaler then skips the step and lowers its
+        scale as for any overflow. The scale stays a tensor: no host synchronisation. bf16 needs no scaler.
+        """
+        trainer = self._trainer  # not `self.trainer`: the model may run without one
+        scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None) if trainer is not None else None
+        if scaler is None or not scaler.is_enabled():
+            return None
+        return scaler.scale(torch.ones((), device=inner.device)).reshape(())
+
+    def setup(self, stage: str) -> None:
+        # SyncBatchNorm has no double backward (pytorch#61222). Checked here, before the strategy converts the
+        # BatchNorm layers (trainer.sync_batchnorm) and wraps the model, so the user sees this, not a DDP error.
+        if stage != "fit" or self.detach_latent:
+            return
+        layer_sync = getattr(self.trainer.strategy, "_layer_sync", None)  # set by trainer.sync_batchnorm
+        norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if any(isinstance(m, nn.SyncBatchNorm) for m in norms) or (layer_sync is not None and norms):
+            raise UserError(
+                f"{type(self).__name__} differentiates its inner gradient (create_graph=True), which SyncBatchNorm "
+                "cannot do (pytorch#61222): drop trainer.sync_batchnorm (each process then normalises with its own "
+                "batch statistics, as at batch size per process), or use model.norm 'group' or 'none', or "
+                "model.detach_latent true"
+            )
 
     def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
         z = self.encode(x, create_graph=not self.detach_latent)

