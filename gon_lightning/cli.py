@@ -120,21 +120,32 @@ class GONLightningCLI(LightningCLI):
             "filename": "config.yaml" if self.subcommand in (None, "fit") else f"{self.subcommand}-config.yaml",
         }
 
-    def _resolve_run(self, config: Namespace) -> None:
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # before LightningCLI reads hyperparameters from --ckpt_path: resolve `last`, refuse what cannot be loaded
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else None
+        if config is None or not config.get("ckpt_path"):
+            return
         model = short_name(config.model.class_path)
         data = short_name(config.data.class_path, "DataModule")
-        ckpt_path = config.get("ckpt_path")
-        if ckpt_path == "last":  # the newest last.ckpt of this model and data, never a silent fresh start
+        if config.ckpt_path == "last":  # the newest last.ckpt of this model and data, never a silent fresh start
             pattern = f"{model}-{data}-*/checkpoints/last.ckpt"
             found = sorted(Path(config.runs_root).glob(pattern), key=lambda p: p.stat().st_mtime)
             if not found:
                 raise UserError(f"--ckpt_path last: nothing matches {Path(config.runs_root) / pattern}")
-            ckpt_path = config.ckpt_path = str(found[-1])
-        if ckpt_path and ckpt_path not in ("best", "hpc", "registry"):
+            config.ckpt_path = str(found[-1])
+        if config.ckpt_path not in ("best", "hpc", "registry"):
+            if not Path(config.ckpt_path).is_file():
+                raise UserError(f"--ckpt_path {config.ckpt_path}: no such checkpoint file")
+            self.checkpoint = load_checkpoint_file(config.ckpt_path)
+
+    def _resolve_run(self, config: Namespace) -> None:
+        model = short_name(config.model.class_path)
+        data = short_name(config.data.class_path, "DataModule")
+        ckpt_path = config.get("ckpt_path")
+        if self.checkpoint is not None:
             path = Path(ckpt_path)
-            if not path.is_file():
-                raise UserError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
-            self.checkpoint = load_checkpoint_file(path)
             info = self.checkpoint.get(CHECKPOINT_KEY) or {}
             if path.parent.name == "checkpoints":
                 self.run_dir = path.parent.parent  # the run the checkpoint belongs to, wherever it was moved
@@ -180,9 +191,9 @@ class GONLightningCLI(LightningCLI):
                     )
                 os.environ.setdefault("WANDB_RESUME", "allow")  # the same id continues the same W&B run
             elif name in ("CSVLogger", "TensorBoardLogger") and args.get("save_dir") in (None, ".", "runs"):
+                # <run>/logs/version_N: a resume, test or predict of the run adds a version, never overwrites one
                 args.save_dir = run_dir
-                args.name = ""
-                args.version = ""
+                args.name = "logs"
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
@@ -247,6 +258,8 @@ def main(args: list[str] | None = None, run: bool = True) -> GONLightningCLI:
     """Entry point of `gon-lightning` and `python -m gon_lightning`; `args` and `run` serve tests."""
     # data is served from memory: worker processes would only add overhead
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    # a resumed run writes into its own existing checkpoints folder: that is the point, not a hazard
+    warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
     try:
         return GONLightningCLI(
             ImageModel,
