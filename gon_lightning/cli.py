@@ -261,7 +261,7 @@ def main(args: list[str] | None = None, run: bool = True) -> GONLightningCLI:
     # a resumed run writes into its own existing checkpoints folder: that is the point, not a hazard
     warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
     try:
-        return GONLightningCLI(
+        cli = GONLightningCLI(
             ImageModel,
             ImageDataModule,
             subclass_mode_model=True,
@@ -278,6 +278,8 @@ def main(args: list[str] | None = None, run: bool = True) -> GONLightningCLI:
             args=args,
             run=run,
         )
+        _finish_wandb()
+        return cli
     except UserError as error:
         sys.exit(f"gon-lightning: error: {error}")
     except SIGTERMException as stop:
@@ -293,6 +295,13 @@ def main(args: list[str] | None = None, run: bool = True) -> GONLightningCLI:
             flush=True,
         )
         sys.exit(130 if info["signal"] == "SIGINT" else 143)
+
+
+def _finish_wandb() -> None:
+    """Close the W&B run the command opened (so a later command in the same process starts cleanly)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
 
 
 def console_main() -> None:

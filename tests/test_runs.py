@@ -96,10 +96,8 @@ def test_offline_wandb_run_folder_holds_config_checkpoints_metrics_images(mnist_
     import wandb
 
     runs = tmp_path / "runs"
-    try:
-        main(base_args(mnist_root, runs, logger=None))
-    finally:
-        wandb.finish()
+    main(base_args(mnist_root, runs, logger=None))
+    assert wandb.run is None  # the CLI closes its W&B run
     run = only_run(runs)
     assert run.name.startswith("gon-mnist-")
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -255,3 +253,21 @@ def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(mnist_root: Path, tm
     checkpoint = load_checkpoint_file(last)
     assert checkpoint["global_step"] >= 2 and checkpoint["gon_lightning"]["run_dir"] == str(run)
     assert not list((run / "checkpoints").glob(".*.part"))  # no temporary files left behind
+
+
+def test_panels_cover_what_the_model_supports_and_skip_the_rest(tmp_path: Path):
+    from gon_lightning.callbacks import make_panels
+    from gon_lightning.models import GON
+
+    model = GON(nz=8, ngf=4)
+    x = torch.rand(6, 1, 32, 32)
+    state = torch.get_rng_state()
+    grids = make_panels(model, x, n_samples=4, interpolation_steps=3, render_size=48)
+    assert set(grids) == {"reconstructions", "interpolations"}  # GON has no sample() or render() here
+    assert torch.equal(torch.get_rng_state(), state)  # panels never move the training RNG
+    model.sample = lambda n: torch.rand(n, 1, 32, 32)
+    model.render = lambda z, size: torch.rand(len(z), 1, size, size)
+    grids = make_panels(model, x, n_samples=4, interpolation_steps=3, render_size=48)
+    assert set(grids) == {"reconstructions", "interpolations", "samples", "superres"}
+    assert grids["superres"].shape[-2] == 2 * 48 + 3  # originals (blown up) over renders, padding 1
+    assert grids["interpolations"].shape[-1] == 3 * 32 + 4
