@@ -1,23 +1,87 @@
-"""The `gon-lightning` command: LightningCLI with models and DataModules chosen by config."""
+"""The `gon-lightning` command: LightningCLI with models and DataModules chosen by config.
+
+Each run gets its own folder (see `gon_lightning.runs`); the default logger is W&B, online when logged in and
+offline otherwise; `--ckpt_path` resumes the run it came from (same folder, same W&B run, same data order).
+"""
 
 from __future__ import annotations
 
+import copy
+import json
+import os
 import sys
 import warnings
+from pathlib import Path
+from typing import Any
 
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+import yaml
+from jsonargparse import Namespace
+from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from pytorch_lightning.plugins.io import CheckpointIO
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from gon_lightning.callbacks import AtomicCheckpointIO, EpochLog, ImagePanels, PredictionWriter, RunState
 
 # importing the packages registers every model and DataModule, so configs may use short class names
 from gon_lightning.data import ImageDataModule
 from gon_lightning.errors import UserError
 from gon_lightning.models import ImageModel
+from gon_lightning.runs import (
+    CHECKPOINT_KEY,
+    RUN_DIR_ENV,
+    WANDB_ID_ENV,
+    check_model_checkpoint,
+    is_launched_rank,
+    load_checkpoint_file,
+    new_run_dir,
+    new_wandb_id,
+    short_name,
+    wandb_offline,
+)
+
+DEFAULT_LOGGER = {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"project": "gon-lightning"}}
+
+
+class RunConfigCallback(SaveConfigCallback):
+    """Saves the config as the user gave it (no run-specific paths, no ckpt_path) into the run folder, and the
+    resolved config (with the run's folder and W&B id) into every logger's hyperparameters (W&B run config)."""
+
+    def __init__(self, *args: Any, user_config: Namespace, run_dir: str, filename: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.user_config = user_config
+        self.run_dir = run_dir
+        self.filename = filename
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        if trainer.is_global_zero:
+            Path(self.run_dir).mkdir(parents=True, exist_ok=True)
+            path = os.path.join(self.run_dir, self.filename)
+            self.parser.save(self.user_config, path, skip_none=False, overwrite=True, multifile=False)
+            resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+            for logger in trainer.loggers:
+                logger.log_hyperparams({"config": resolved, "run_dir": self.run_dir})
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+
+def _logger_configs(logger: Any) -> list[Namespace]:
+    items = logger if isinstance(logger, list) else [logger]
+    return [item for item in items if isinstance(item, Namespace) and "class_path" in item]
 
 
 class GONLightningCLI(LightningCLI):
+    run_dir: Path
+    wandb_id: str | None = None
+    checkpoint: dict[str, Any] | None = None
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # image shape is a property of the data: configs never state it twice
         parser.link_arguments("data.dims", "model.init_args.image_shape", apply_on="instantiate")
+        parser.add_argument("--runs_root", default="runs", help="Folder under which each run gets its own folder.")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -28,47 +92,219 @@ class GONLightningCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+        parser.add_lightning_class_args(ImagePanels, "images")
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
 
+    # run folder, logger and checkpoint, decided before anything is built
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        logger = config.trainer.logger
-        if isinstance(logger, dict | object) and getattr(logger, "init_args", None) is not None:
-            args = logger.init_args
-            if getattr(args, "name", None) in (None, "lightning_logs"):
-                model = config.model.class_path.rsplit(".", 1)[-1]
-                data = config.data.class_path.rsplit(".", 1)[-1].removesuffix("DataModule")
-                args.name = f"{model}-{data}".lower()
+        user_config = copy.deepcopy(config)
+        if "ckpt_path" in user_config:
+            user_config.ckpt_path = None  # a saved config starts a run; resuming is always explicit
+        self._resolve_run(config)
+        run_dir = str(self.run_dir)
+        config.trainer.default_root_dir = run_dir
+        if config.get("checkpoint") is not None and config.checkpoint.dirpath is None:
+            config.checkpoint.dirpath = os.path.join(run_dir, "checkpoints")
+        if config.get("images") is not None and config.images.dirpath is None:
+            config.images.dirpath = os.path.join(run_dir, "images")
+        if config.get("predictions") is not None and config.predictions.output_dir is None:
+            config.predictions.output_dir = os.path.join(run_dir, "predictions")
+        if "weights_only" in config and config.weights_only is None:
+            config.weights_only = True
+        self._configure_loggers(config)
+        self.save_config_kwargs = {
+            **self.save_config_kwargs,
+            "user_config": user_config,
+            "run_dir": run_dir,
+            "filename": "config.yaml" if self.subcommand in (None, "fit") else f"{self.subcommand}-config.yaml",
+        }
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # before LightningCLI reads hyperparameters from --ckpt_path: resolve `last`, refuse what cannot be loaded
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else None
+        if config is None or not config.get("ckpt_path"):
+            return
+        model = short_name(config.model.class_path)
+        data = short_name(config.data.class_path, "DataModule")
+        if config.ckpt_path == "last":  # the newest last.ckpt of this model and data, never a silent fresh start
+            pattern = f"{model}-{data}-*/checkpoints/last.ckpt"
+            found = sorted(Path(config.runs_root).glob(pattern), key=lambda p: p.stat().st_mtime)
+            if not found:
+                raise UserError(f"--ckpt_path last: nothing matches {Path(config.runs_root) / pattern}")
+            config.ckpt_path = str(found[-1])
+        if config.ckpt_path not in ("best", "hpc", "registry"):
+            if not Path(config.ckpt_path).is_file():
+                raise UserError(f"--ckpt_path {config.ckpt_path}: no such checkpoint file")
+            self.checkpoint = load_checkpoint_file(config.ckpt_path)
+
+    def _resolve_run(self, config: Namespace) -> None:
+        model = short_name(config.model.class_path)
+        data = short_name(config.data.class_path, "DataModule")
+        ckpt_path = config.get("ckpt_path")
+        if self.checkpoint is not None:
+            path = Path(ckpt_path)
+            info = self.checkpoint.get(CHECKPOINT_KEY) or {}
+            if path.parent.name == "checkpoints":
+                self.run_dir = path.parent.parent  # the run the checkpoint belongs to, wherever it was moved
+            elif info.get("run_dir") and Path(info["run_dir"]).is_dir():
+                self.run_dir = Path(info["run_dir"])
+            else:
+                self.run_dir = new_run_dir(config.runs_root, f"{model}-{data}")
+            self.wandb_id = info.get("wandb_id") or new_wandb_id()
+        elif is_launched_rank() and os.environ.get(RUN_DIR_ENV):
+            self.run_dir = Path(os.environ[RUN_DIR_ENV])
+            self.wandb_id = os.environ.get(WANDB_ID_ENV) or None
+        else:
+            self.run_dir = new_run_dir(config.runs_root, f"{model}-{data}")
+            self.wandb_id = new_wandb_id()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        os.environ[RUN_DIR_ENV] = str(self.run_dir)  # processes launched for other ranks inherit it
+        os.environ[WANDB_ID_ENV] = self.wandb_id or ""
+
+    def _configure_loggers(self, config: Namespace) -> None:
+        run_dir = str(self.run_dir)
+        for logger in _logger_configs(config.trainer.logger):
+            args = logger.init_args if "init_args" in logger else Namespace()
+            logger.init_args = args
+            name = logger.class_path.rsplit(".", 1)[-1]
+            if name == "WandbLogger":
+                if args.get("save_dir") in (None, ".") and not args.get("dir"):
+                    args.save_dir = run_dir
+                if args.get("name") is None:
+                    args.name = self.run_dir.name
+                args.id = self.wandb_id
+                if not args.get("offline") and wandb_offline():
+                    args.offline = True
+                if args.get("offline") and args.get("log_model"):
+                    raise UserError(
+                        "trainer.logger.log_model needs an online W&B run, but W&B is offline (WANDB_MODE, or not "
+                        f"logged in). Checkpoints stay in {run_dir}/checkpoints; `wandb login`, or drop log_model."
+                    )
+                if args.get("offline"):
+                    print(
+                        f"W&B offline: logging to {run_dir}/wandb "
+                        f"(upload later: `wandb sync {run_dir}/wandb/offline-run-*`)",
+                        file=sys.stderr,
+                    )
+                os.environ.setdefault("WANDB_RESUME", "allow")  # the same id continues the same W&B run
+            elif name in ("CSVLogger", "TensorBoardLogger") and args.get("save_dir") in (None, ".", "runs"):
+                # <run>/logs/version_N: a resume, test or predict of the run adds a version, never overwrites one
+                args.save_dir = run_dir
+                args.name = "logs"
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer_config = config.get("trainer", {})
+        plugins = trainer_config.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())
+        callbacks = trainer_config.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+        callbacks.append(RunState(self.run_dir, self.wandb_id))
+        if trainer_config.get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in callbacks
+        ):
+            if sys.stdout.isatty():
+                callbacks.append(RichProgressBar())
+            else:  # logs and pipes: one plain line per epoch, no redrawn bars
+                kwargs.setdefault("enable_progress_bar", False)
+                callbacks.append(EpochLog())
+        return super().instantiate_trainer(plugins=plugins, callbacks=callbacks, **kwargs)
+
+    def _check_checkpoint(self) -> None:
+        if self.checkpoint is not None:
+            check_model_checkpoint(self.config[self.subcommand].ckpt_path, self.checkpoint, self.model)
+            self.checkpoint = None  # free the memory before Lightning loads it again
+
+    def before_fit(self) -> None:
+        self._check_checkpoint()
+
+    def before_validate(self) -> None:
+        self._check_checkpoint()
+
+    def before_test(self) -> None:
+        self._check_checkpoint()
+
+    def before_predict(self) -> None:
+        self._check_checkpoint()
+
+    def after_fit(self) -> None:
+        if self.trainer.is_global_zero:
+            checkpoint = self.trainer.checkpoint_callback
+            last = Path(checkpoint.dirpath) / "last.ckpt" if checkpoint and checkpoint.dirpath else None
+            print(f"run folder: {self.run_dir}" + (f"  (last checkpoint: {last})" if last and last.exists() else ""))
+
+    def after_test(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in sorted(self.trainer.callback_metrics.items()) if k.startswith("test/")}
+        path = self.run_dir / "test_metrics.json"
+        ckpt = self.config[self.subcommand].get("ckpt_path")
+        path.write_text(json.dumps({"checkpoint": ckpt, "metrics": metrics}, indent=2) + "\n")
+        shown = "  ".join(f"{k} {v:.5g}" for k, v in metrics.items())
+        print(f"test: {shown}  -> {path}")
+
+    def after_predict(self) -> None:
+        writer = next((c for c in self.trainer.callbacks if isinstance(c, PredictionWriter)), None)
+        if writer is not None and self.trainer.is_global_zero:
+            print(f"predictions written to {writer.output_dir}")
 
 
 def main(args: list[str] | None = None, run: bool = True) -> GONLightningCLI:
     """Entry point of `gon-lightning` and `python -m gon_lightning`; `args` and `run` serve tests."""
     # data is served from memory: worker processes would only add overhead
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    # a resumed run writes into its own existing checkpoints folder: that is the point, not a hazard
+    warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
     try:
-        return GONLightningCLI(
+        cli = GONLightningCLI(
             ImageModel,
             ImageDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
             seed_everything_default=0,
             auto_configure_optimizers=False,
+            save_config_callback=RunConfigCallback,
             save_config_kwargs={"overwrite": True},
             trainer_defaults={
                 # GON-family evaluation takes gradients at the origin; inference mode forbids that
                 "inference_mode": False,
-                "logger": {
-                    "class_path": "pytorch_lightning.loggers.CSVLogger",
-                    "init_args": {"save_dir": "runs"},
-                },
+                "logger": DEFAULT_LOGGER,
             },
             args=args,
             run=run,
         )
+        _finish_wandb()
+        return cli
+    except SIGTERMException as stop:
+        info = getattr(stop, "gon_lightning", None)
+        if not info:
+            sys.exit("gon-lightning: stopped by a signal before training began; no checkpoint written")
+        run_dir = Path(info["checkpoint"]).parent.parent
+        print(
+            f"gon-lightning: {info['signal']} received: stopped at step {info['step']}; checkpoint saved to "
+            f"{info['checkpoint']}\nresume with: gon-lightning fit --config {run_dir / 'config.yaml'} "
+            f"--ckpt_path {info['checkpoint']}",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(130 if info["signal"] == "SIGINT" else 143)
     except Exception as error:
         cause = user_error_in(error)
         if cause is None:
             raise
         sys.exit(f"gon-lightning: error: {cause}")
+
+
+def _finish_wandb() -> None:
+    """Close the W&B run the command opened (so a later command in the same process starts cleanly)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
 
 
 def user_error_in(error: BaseException | None) -> UserError | None:

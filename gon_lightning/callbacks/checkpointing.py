@@ -1,0 +1,141 @@
+"""Checkpoint safety: atomic writes, weights-only loads, RNG state, run identity and safe interruption."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from gon_lightning.runs import CHECKPOINT_FORMAT, CHECKPOINT_KEY, load_checkpoint_file
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """TorchCheckpointIO that writes to a temporary file and renames it over the target.
+
+    A crash or kill mid-save leaves the previous checkpoint intact, never a truncated `last.ckpt`. Loads use
+    `weights_only=True` unless told otherwise, and an unreadable file is an error that names it.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def load_checkpoint(self, path: Any, map_location: Any = "cpu", weights_only: bool | None = None) -> dict[str, Any]:
+        if weights_only is False:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=False)
+        return load_checkpoint_file(path, map_location=map_location)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_kind, np_keys, np_pos, np_gauss, np_cached = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_kind, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_gauss), float(np_cached)],
+        "python": [py_version, list(py_state), py_gauss],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, gauss, cached))
+    version, py_state, py_gauss = state["python"]
+    random.setstate((version, tuple(py_state), py_gauss))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class RunState(Callback):
+    """What an exact resume needs beyond Lightning's own state, and a checkpoint on SIGTERM / Ctrl-C.
+
+    - every checkpoint records the model class, the run folder and the W&B run id (so a resume continues the
+      same run) and the random number generators (so the data order after a resume is the straight run's);
+    - SIGTERM, or a first Ctrl-C, stops training at the next batch boundary and writes `last.ckpt`; a second
+      Ctrl-C stops at once without saving (the previous checkpoint stays intact: writes are atomic).
+    """
+
+    def __init__(self, run_dir: str | Path, wandb_id: str | None = None) -> None:
+        self.run_dir = str(run_dir)
+        self.wandb_id = wandb_id
+        self.interrupted: dict[str, Any] | None = None
+        self._signal: str | None = None
+        self._previous_sigint: Any = None
+
+    @property
+    def state_key(self) -> str:
+        return "gon_lightning.RunState"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": _rng_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "rng" in state_dict:
+            _set_rng_state(state_dict["rng"])
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "format": CHECKPOINT_FORMAT,
+            "model": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
+            "run_dir": self.run_dir,
+            "wandb_id": self.wandb_id,
+        }
+
+    # interruption
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.interrupted = None
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            if self._signal is not None:  # second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self._signal = "SIGINT"
+            print("\nCtrl-C: stopping after this batch and saving a checkpoint (Ctrl-C again to stop at once)")
+            trainer._signal_connector.received_sigterm = True
+
+        self._previous_sigint = signal.signal(signal.SIGINT, on_sigint)
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore_sigint()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore_sigint()
+        if not isinstance(exception, SIGTERMException) or trainer.sanity_checking:
+            return
+        checkpoint = trainer.checkpoint_callback
+        dirpath = getattr(checkpoint, "dirpath", None) or os.path.join(self.run_dir, "checkpoints")
+        path = os.path.join(dirpath, "last.ckpt")
+        trainer.save_checkpoint(path)
+        self.interrupted = {"signal": self._signal or "SIGTERM", "checkpoint": path, "step": trainer.global_step}
+        exception.gon_lightning = self.interrupted  # type: ignore[attr-defined]

@@ -1,0 +1,230 @@
+"""Image panels: reconstructions, samples, spherical interpolations and super-resolution renders.
+
+A model implements what it can of the generation interface (`ImageModel`); a method raising
+NotImplementedError only means that panel is skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter, Callback
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
+from torch import Tensor
+from torchvision.utils import make_grid, save_image
+
+PANELS = ("reconstructions", "samples", "interpolations", "superres")
+
+
+def _try(make: Callable[[], Tensor]) -> Tensor | None:
+    try:
+        return make()
+    except NotImplementedError:
+        return None
+
+
+def _as_images(x: Tensor) -> Tensor:
+    return x.detach().float().clamp(0, 1).cpu()
+
+
+def _nearest(x: Tensor, size: int) -> Tensor:
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="nearest")
+
+
+@torch.no_grad()
+def make_panels(
+    model: Any, x: Tensor, n_samples: int = 16, interpolation_steps: int = 8, render_size: int = 64
+) -> dict[str, Tensor]:
+    """Image grids (C, H, W) in [0, 1] for what `model` supports, from a batch `x` of originals.
+
+    Random draws happen inside a forked RNG, so drawing panels never changes the training run.
+    """
+    x = x.to(model.device)
+    grids: dict[str, Tensor] = {}
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), model.evaluation_protocol():
+        recon = _try(lambda: model.reconstruct(x))
+        if recon is not None:  # originals and reconstructions on alternate rows
+            n = len(x)
+            cols = min(n, 8)
+            rows = math.ceil(n / cols)
+            pairs = []
+            for r in range(rows):
+                pairs += [x[r * cols : (r + 1) * cols], recon[r * cols : (r + 1) * cols]]
+            grids["reconstructions"] = make_grid(_as_images(torch.cat(pairs)), nrow=cols, padding=1)
+        samples = _try(lambda: model.sample(n_samples))
+        if samples is not None:
+            grids["samples"] = make_grid(_as_images(samples), nrow=math.ceil(math.sqrt(n_samples)), padding=1)
+        if len(x) >= 2:
+            half = min(len(x) // 2, 4)
+            interp = _try(lambda: model.interpolate(x[:half], x[half : 2 * half], interpolation_steps))
+            if interp is not None:  # (steps, B, C, H, W): one row per pair
+                rows = interp.transpose(0, 1).flatten(0, 1)
+                grids["interpolations"] = make_grid(_as_images(rows), nrow=interpolation_steps, padding=1)
+        render = getattr(model, "render", None)
+        if callable(render):
+            k = min(len(x), 4)
+            sr = _try(lambda: render(model.encode_images(x[:k]), render_size))
+            if sr is not None:  # originals blown up (nearest) above the renders at render_size
+                pair = torch.cat([_nearest(_as_images(x[:k]), render_size), _as_images(sr)])
+                grids["superres"] = make_grid(pair, nrow=k, padding=1)
+    return grids
+
+
+def log_panels(trainer: pl.Trainer, grids: dict[str, Tensor], prefix: str = "images") -> None:
+    """Send grids to the active loggers: W&B images, TensorBoard images; others (CSV) keep only the files."""
+    step = trainer.global_step
+    for logger in trainer.loggers:
+        for name, grid in grids.items():
+            key = f"{prefix}/{name}"
+            if isinstance(logger, WandbLogger):
+                array = (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+                logger.log_image(key, images=[array], step=step, caption=[f"epoch {trainer.current_epoch}"])
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image(key, grid, global_step=step)
+
+
+class ImagePanels(Callback):
+    """Every `every_n_epochs`, draw panels from a fixed batch and save them under `dirpath` and to the logger.
+
+    Args:
+        every_n_epochs: draw after every N-th training epoch (0 disables the callback).
+        num_images: originals in the reconstruction panel (taken from the first validation batch).
+        num_samples: images in the sample panel.
+        interpolation_steps: images per interpolation row.
+        render_size: side of the super-resolution renders (models with `render(z, size)` only).
+        dirpath: where the PNGs go; the CLI sets it to `<run>/images`.
+        log_to_logger: also send the grids to the logger.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        num_images: int = 16,
+        num_samples: int = 16,
+        interpolation_steps: int = 8,
+        render_size: int = 64,
+        dirpath: str | None = None,
+        log_to_logger: bool = True,
+    ) -> None:
+        if every_n_epochs < 0:
+            raise ValueError(f"images.every_n_epochs must be >= 0, got {every_n_epochs}")
+        self.every_n_epochs = every_n_epochs
+        self.num_images = num_images
+        self.num_samples = num_samples
+        self.interpolation_steps = interpolation_steps
+        self.render_size = render_size
+        self.dirpath = dirpath
+        self.log_to_logger = log_to_logger
+        self._batch: Tensor | None = None
+        self._failed: set[str] = set()
+
+    def _keep(self, batch: Any) -> None:
+        if self._batch is None and isinstance(batch, Tensor):
+            self._batch = batch[: self.num_images].detach().clone()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if batch_idx == 0 and dataloader_idx == 0 and not trainer.sanity_checking:
+            self._batch = None  # prefer a validation batch: the same images every time
+            self._keep(batch)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self._keep(batch)  # fallback when there is no validation
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if self.every_n_epochs and epoch % self.every_n_epochs == 0 and self._batch is not None:
+            self.draw(trainer, pl_module, f"epoch{epoch:04d}")
+
+    @rank_zero_only
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str) -> dict[str, Path]:
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            grids = make_panels(pl_module, self._batch, self.num_samples, self.interpolation_steps, self.render_size)
+        finally:
+            pl_module.train(was_training)
+        dirpath = Path(self.dirpath or Path(trainer.default_root_dir) / "images")
+        dirpath.mkdir(parents=True, exist_ok=True)
+        written = {}
+        for name, grid in grids.items():
+            written[name] = dirpath / f"{name}-{tag}.png"
+            save_image(grid, written[name])
+        if self.log_to_logger:
+            try:
+                log_panels(trainer, grids)
+            except Exception as error:  # a logger hiccup must not end a training run
+                rank_zero_warn(f"could not send image panels to the logger: {error}")
+        return written
+
+
+class PredictionWriter(BasePredictionWriter):
+    """`predict` outputs: per batch a grid of originals over reconstructions, all latents in one `latents.pt`,
+    and once samples, interpolations and super-resolution renders where the model supports them.
+
+    Args:
+        output_dir: where files go; the CLI sets it to `<run>/predictions`.
+        num_samples, interpolation_steps, render_size: as in `ImagePanels`.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | None = None,
+        num_samples: int = 64,
+        interpolation_steps: int = 8,
+        render_size: int = 64,
+    ) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = output_dir
+        self.num_samples = num_samples
+        self.interpolation_steps = interpolation_steps
+        self.render_size = render_size
+        self._latents: list[Tensor] = []
+        self._no_latents = False
+
+    def _dir(self, trainer: pl.Trainer) -> Path:
+        path = Path(self.output_dir or Path(trainer.default_root_dir) / "predictions")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._latents, self._no_latents = [], False
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        out = self._dir(trainer)
+        with pl_module.evaluation_protocol():
+            if not self._no_latents:
+                z = _try(lambda: pl_module.encode_images(batch))
+                if z is None:
+                    self._no_latents = True
+                else:
+                    self._latents.append(z.detach().cpu())
+        if isinstance(prediction, Tensor) and prediction.shape == batch.shape:
+            pairs = torch.stack([batch, prediction], 1).flatten(0, 1)  # original, reconstruction, ...
+            save_image(_as_images(pairs), out / f"reconstructions-{batch_idx:04d}.png", nrow=16, padding=1)
+        if batch_idx == 0:
+            grids = make_panels(pl_module, batch[:16], self.num_samples, self.interpolation_steps, self.render_size)
+            for name, grid in grids.items():
+                if name != "reconstructions":
+                    save_image(grid, out / f"{name}.png")
+
+    def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._latents:
+            torch.save(torch.cat(self._latents), self._dir(trainer) / "latents.pt")
+        self._latents = []
