@@ -9,6 +9,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 # importing the packages registers every model and DataModule, so configs may use short class names
+from gon_lightning.compile import CompileModules  # noqa: F401 (registers the short name)
 from gon_lightning.data import ImageDataModule
 from gon_lightning.errors import UserError
 from gon_lightning.models import ImageModel
