@@ -1,7 +1,10 @@
 """One LightningModule per file; the GON family shares the origin step in `origin.py`."""
 
+from gon_lightning.models.autoencoder import ConvAutoencoder
 from gon_lightning.models.base import ImageModel
 from gon_lightning.models.gon import GON
+from gon_lightning.models.gopt import GenerativeOptimizationNetwork
 from gon_lightning.models.origin import OriginModel
+from gon_lightning.models.vae import VAE
 
-__all__ = ["GON", "ImageModel", "OriginModel"]
+__all__ = ["GON", "VAE", "ConvAutoencoder", "GenerativeOptimizationNetwork", "ImageModel", "OriginModel"]

@@ -99,6 +99,14 @@ class ImageModel(pl.LightningModule):
         z = slerp(self.encode_images(x_a), self.encode_images(x_b), steps)
         return self.decode_latents(z.flatten(0, 1)).unflatten(0, z.shape[:2])
 
+    def compile_targets(self) -> list[str]:
+        """Names of the submodules the `CompileModules` callback may compile with torch.compile, in place.
+
+        By default every child module with parameters. Models whose training cannot be compiled (a double
+        backward: DESIGN trap 5) override this to raise a `UserError` saying so.
+        """
+        return [name for name, child in self.named_children() if any(True for _ in child.parameters())]
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.lr)
 

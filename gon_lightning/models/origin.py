@@ -117,3 +117,12 @@ class OriginModel(ImageModel):
 
     def encode_images(self, x: Tensor) -> Tensor:
         return self.encode(x, create_graph=False)
+
+    def compile_targets(self) -> list[str]:
+        if not self.detach_latent:  # DESIGN trap 5: aot_autograd cannot compile a double backward
+            raise UserError(
+                f"{type(self).__name__} differentiates its inner gradient (create_graph=True), a double backward "
+                "that torch.compile cannot compile: remove CompileModules from trainer.callbacks, or set "
+                "model.init_args.detach_latent: true (the detached-GON ablation, which compiles)"
+            )
+        return super().compile_targets()

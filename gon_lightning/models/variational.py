@@ -6,7 +6,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 
 def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -22,3 +23,22 @@ def negative_elbo(x_hat: Tensor, x: Tensor, mu: Tensor, logvar: Tensor) -> Tenso
 
 def bits_per_dim(nats_per_image: Tensor, image_shape: tuple[int, ...]) -> Tensor:
     return nats_per_image / (math.prod(image_shape) * math.log(2))
+
+
+class ElboMetrics(nn.Module):
+    """Epoch means of the negative ELBO (nats per image) and of bits per dimension, logged as `<stage>/elbo`
+    and `<stage>/bpd`."""
+
+    def __init__(self, image_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.elbo = MeanMetric()
+        self.bpd = MeanMetric()
+
+    def update(self, nats_per_image: Tensor) -> None:
+        nats = nats_per_image.detach()
+        self.elbo.update(nats)
+        self.bpd.update(bits_per_dim(nats, self.image_shape))
+
+    def to_log(self, stage: str) -> dict[str, MeanMetric]:
+        return {f"{stage}/elbo": self.elbo, f"{stage}/bpd": self.bpd}
