@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from gon_lightning.compile import CompileModules
+from gon_lightning.callbacks import CompileModules
 from gon_lightning.models import VAE, ConvAutoencoder
 from gon_lightning.models.gon import paper_loss
 

@@ -25,7 +25,6 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from gon_lightning.callbacks import AtomicCheckpointIO, EpochLog, ImagePanels, PredictionWriter, RunState
 
 # importing the packages registers every model and DataModule, so configs may use short class names
-from gon_lightning.compile import CompileModules  # noqa: F401 (registers the short name)
 from gon_lightning.data import ImageDataModule
 from gon_lightning.errors import UserError
 from gon_lightning.models import ImageModel

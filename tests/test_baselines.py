@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from gon_lightning.callbacks import CompileModules
 from gon_lightning.cli import main
-from gon_lightning.compile import CompileModules
 from gon_lightning.errors import UserError
 from gon_lightning.models import GON, VAE, ConvAutoencoder, GenerativeOptimizationNetwork
 from gon_lightning.models.base import per_image_sse

@@ -1,7 +1,18 @@
 """Callbacks and plugins of the gon-lightning CLI: image panels, predict outputs, checkpoint safety, progress."""
 
 from gon_lightning.callbacks.checkpointing import AtomicCheckpointIO, RunState
+from gon_lightning.callbacks.compile import CompileModules
 from gon_lightning.callbacks.images import ImagePanels, PredictionWriter, make_panels
+from gon_lightning.callbacks.performance import ChannelsLast
 from gon_lightning.callbacks.progress import EpochLog
 
-__all__ = ["AtomicCheckpointIO", "EpochLog", "ImagePanels", "PredictionWriter", "RunState", "make_panels"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "ChannelsLast",
+    "CompileModules",
+    "EpochLog",
+    "ImagePanels",
+    "PredictionWriter",
+    "RunState",
+    "make_panels",
+]

@@ -13,7 +13,7 @@ class ChannelsLast(Callback):
     Not always a win, so opt-in: on a loaded shared 2-core CPU one micro-benchmark of the GON step (nz 256, ngf 16,
     batch 64) ran 1.5-5x faster with it, but benchmarks/throughput.py did not separate it from the noise; on GPUs
     it mostly pays with fp16/bf16 tensor cores. Measure before keeping it (docs/performance.md).
-    Enable with `--trainer.callbacks+=gon_lightning.callbacks.performance.ChannelsLast`
+    Enable with `--trainer.callbacks+=ChannelsLast`
     or in a config's trainer.callbacks.
     Applied in `setup`, before the strategy wraps the model (DDP) or the optimiser is built.
     """
