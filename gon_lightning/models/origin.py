@@ -85,7 +85,7 @@ class OriginModel(ImageModel):
 
     def initial_latent(self, batch_size: int) -> Tensor:
         """Where the inner optimisation starts: the origin (plus noise when init_sigma > 0)."""
-        z0 = torch.zeros(batch_size, self.nz, device=self.device)
+        z0 = torch.zeros(batch_size, self.nz, device=self.device, dtype=self.dtype)
         if self.init_sigma:
             z0.normal_(0.0, self.init_sigma)
         return z0.requires_grad_()
