@@ -159,6 +159,16 @@ def test_detached_and_full_gon_differ_only_in_second_order_term(images) -> None:
     assert detached.hparams.detach_latent is True and full.hparams.detach_latent is False
 
 
+def test_robust_variant_is_independent_of_the_batch(images) -> None:
+    """GroupNorm + batch-summed inner loss in eval mode: an image's reconstruction ignores its batch-mates."""
+    x = images[32][:8]
+    robust = tiny("gon", norm="group", inner_reduction="sum", norm_eval="running").eval()
+    torch.testing.assert_close(robust.reconstruct(x)[:4], robust.reconstruct(x[:4]))
+    paper = tiny("gon").eval()  # BatchNorm, batch-mean inner loss, batch statistics (the reference protocol)
+    with paper.evaluation_protocol():
+        assert not torch.allclose(paper.reconstruct(x)[:4], paper.reconstruct(x[:4]))
+
+
 # ---- V-GON ---------------------------------------------------------------------------------------------------
 def test_vgon_elbo_by_hand() -> None:
     """Decoder output 0.5 everywhere (last conv zeroed), logvar 0, mu 1: nelbo = P ln 2 + nz / 2."""
