@@ -4,6 +4,10 @@ The latent of x is the negative gradient, at the origin z0 = 0, of the inner los
     z = z0 - d inner(F(z0), x) / d z0
 and the model is trained on the outer loss of F(z). Keeping the graph of that gradient
 (create_graph=True) trains F through the second-order term; the detached GON drops it.
+
+Hooks for the family: `initial_latent` (the implicit GON's learnable origin), `inner_steps`/`inner_lr`
+(several gradient steps instead of one), and a full-covariance Gaussian fitted to the training latents for
+`sample` (kept as buffers, so it is saved in checkpoints).
 """
 
 from __future__ import annotations
@@ -29,7 +33,17 @@ class OriginModel(ImageModel):
         init_sigma: standard deviation of noise added to the origin (0 is the origin; the paper's
             ablation shows any noise hurts).
         detach_latent: drop the second-order term (the detached-GON ablation).
+        inner_steps: gradient steps on the inner loss (1 is the paper's single step from the origin).
+        inner_lr: size of each inner step (1 is the paper's z = z0 - grad).
+
+    Sampling: every latent seen by `training_step` is added to running sums (count, sum, sum of outer
+    products), buffers reset at the start of each training epoch. At the end of an epoch they are frozen
+    into `latent_mean`/`latent_cov`, the full-covariance Gaussian `sample` draws from (before the first epoch
+    ends, the running sums are used). Buffers travel with checkpoints, so sampling works after a reload.
     """
+
+    #: whether `sample` draws from a Gaussian fitted to training latents (V-GON samples its prior instead)
+    fits_latent_gaussian = True
 
     def __init__(
         self,
@@ -40,43 +54,67 @@ class OriginModel(ImageModel):
         image_shape: tuple[int, int, int] = (1, 32, 32),
         lr: float = 2e-4,
         norm_eval: NormEval = "batch",
+        inner_steps: int = 1,
+        inner_lr: float = 1.0,
     ) -> None:
         super().__init__(image_shape=image_shape, lr=lr, norm_eval=norm_eval)
         if inner_reduction not in ("mean", "sum"):
             raise UserError(f"model.inner_reduction must be 'mean' or 'sum', got {inner_reduction!r}")
+        if inner_steps < 1:
+            raise UserError(f"model.inner_steps must be at least 1, got {inner_steps}")
+        if init_sigma < 0:
+            raise UserError(f"model.init_sigma must be >= 0, got {init_sigma}")
         self.nz = nz
         self.inner_reduction = inner_reduction
         self.init_sigma = init_sigma
         self.detach_latent = detach_latent
+        self.inner_steps = inner_steps
+        self.inner_lr = inner_lr
+        if self.fits_latent_gaussian:
+            # float64: sums over a whole epoch of latents; (nz x nz) is small
+            self.register_buffer("latent_count", torch.zeros((), dtype=torch.float64))
+            self.register_buffer("latent_sum", torch.zeros(nz, dtype=torch.float64))
+            self.register_buffer("latent_outer", torch.zeros(nz, nz, dtype=torch.float64))
+            self.register_buffer("latent_mean", torch.zeros(nz, dtype=torch.float64))
+            self.register_buffer("latent_cov", torch.zeros(nz, nz, dtype=torch.float64))
+            self.register_buffer("latent_fitted", torch.zeros((), dtype=torch.float64))  # latents behind the fit
 
     def latent_loss(self, z: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         """Decode z; return (loss per sample of shape (B,), reconstruction)."""
         raise NotImplementedError
 
     def initial_latent(self, batch_size: int) -> Tensor:
+        """Where the inner optimisation starts: the origin (plus noise when init_sigma > 0)."""
         z0 = torch.zeros(batch_size, self.nz, device=self.device, dtype=self.dtype)
         if self.init_sigma:
             z0.normal_(0.0, self.init_sigma)
         return z0.requires_grad_()
 
     def encode(self, x: Tensor, create_graph: bool) -> Tensor:
-        """The origin step: one gradient step on the inner loss, away from the origin."""
+        """The origin step: `inner_steps` gradient steps on the inner loss, away from the origin."""
         if torch.is_inference_mode_enabled():
             raise UserError(
                 "GON-family models take gradients during evaluation; run with trainer.inference_mode: false "
                 "(the gon-lightning CLI's default)"
             )
         with torch.enable_grad():
-            z0 = self.initial_latent(len(x))
-            inner, _ = self.latent_loss(z0, x)
-            inner = inner.sum() if self.inner_reduction == "sum" else inner.mean()
-            scale = self._inner_loss_scale(inner)
-            if scale is None:
-                (grad,) = torch.autograd.grad(inner, z0, create_graph=create_graph)
-            else:
-                (grad,) = torch.autograd.grad(inner * scale, z0, create_graph=create_graph)
-                grad = grad / scale
-        return z0.detach() - grad  # the graph, when kept, lives in grad
+            z = self.initial_latent(len(x))
+            for _ in range(self.inner_steps):
+                if not z.requires_grad:  # a later step of an encoding taken without graph
+                    z = z.requires_grad_()
+                inner, _ = self.latent_loss(z, x)
+                inner = inner.sum() if self.inner_reduction == "sum" else inner.mean()
+                grad = self._inner_gradient(inner, z, create_graph)
+                # a leaf start (the fixed origin) carries no parameters: detach it; a learnable origin keeps
+                # its graph. When kept, the second-order graph lives in grad.
+                z = (z.detach() if z.is_leaf else z) - self.inner_lr * grad
+        return z
+
+    def _inner_gradient(self, inner: Tensor, z: Tensor, create_graph: bool) -> Tensor:
+        scale = self._inner_loss_scale(inner)
+        if scale is None:
+            return torch.autograd.grad(inner, z, create_graph=create_graph)[0]
+        return torch.autograd.grad(inner * scale, z, create_graph=create_graph)[0] / scale
 
     def _inner_loss_scale(self, inner: Tensor) -> Tensor | None:
         """The fp16 loss scale as a 0-dim device tensor, or None when no GradScaler is active.
@@ -113,10 +151,11 @@ class OriginModel(ImageModel):
         outer, x_hat = self.latent_loss(z, x)
         loss = outer.mean()
         self.log_train(loss, x_hat, x)
+        self.track_latents(z)
         return loss
 
     def encode_images(self, x: Tensor) -> Tensor:
-        return self.encode(x, create_graph=False)
+        return self.encode(x, create_graph=False).detach()
 
     def compile_targets(self) -> list[str]:
         if not self.detach_latent:  # DESIGN trap 5: aot_autograd cannot compile a double backward
@@ -126,3 +165,53 @@ class OriginModel(ImageModel):
                 "model.init_args.detach_latent: true (the detached-GON ablation, which compiles)"
             )
         return super().compile_targets()
+
+    # --- the Gaussian over training latents, for sampling -------------------------------------------------
+    @torch.no_grad()
+    def track_latents(self, z: Tensor) -> None:
+        if not self.fits_latent_gaussian:
+            return
+        z = z.detach().to(torch.float64)
+        self.latent_count += len(z)
+        self.latent_sum += z.sum(0)
+        self.latent_outer += z.T @ z
+
+    def on_train_epoch_start(self) -> None:
+        if self.fits_latent_gaussian:
+            for name in ("latent_count", "latent_sum", "latent_outer"):
+                getattr(self, name).zero_()
+
+    def on_train_epoch_end(self) -> None:
+        if self.fits_latent_gaussian and self.latent_count >= 2:
+            mean, cov = self._running_gaussian()
+            self.latent_mean.copy_(mean)
+            self.latent_cov.copy_(cov)
+            self.latent_fitted.copy_(self.latent_count)
+
+    def _running_gaussian(self) -> tuple[Tensor, Tensor]:
+        n = self.latent_count
+        mean = self.latent_sum / n
+        cov = (self.latent_outer - n * torch.outer(mean, mean)) / (n - 1).clamp_min(1)
+        return mean, cov
+
+    def latent_gaussian(self) -> tuple[Tensor, Tensor]:
+        """Mean and a square root S (cov = S S^T) of the Gaussian fitted to the training latents: the last
+        finished epoch's, else the current epoch's so far."""
+        if self.latent_fitted > 0:
+            mean, cov = self.latent_mean, self.latent_cov
+        elif self.latent_count >= 2:
+            mean, cov = self._running_gaussian()
+        else:
+            raise RuntimeError(f"{type(self).__name__} has seen no training latents yet: train before sampling")
+        # eigh rather than Cholesky: with fewer latents than nz the covariance is singular
+        eigenvalues, eigenvectors = torch.linalg.eigh(0.5 * (cov + cov.T))
+        return mean, eigenvectors * eigenvalues.clamp_min(0).sqrt()
+
+    @torch.no_grad()
+    def sample(self, n: int) -> Tensor:
+        if not self.fits_latent_gaussian:
+            raise NotImplementedError(f"{type(self).__name__} cannot sample")
+        mean, scale = self.latent_gaussian()
+        z = mean + torch.randn(n, self.nz, dtype=mean.dtype, device=mean.device) @ scale.T
+        with self.evaluation_protocol():
+            return self.decode_latents(z.to(self.dtype))

@@ -1,5 +1,15 @@
 """Plain torch building blocks, free of Lightning."""
 
 from gon_lightning.nn.conv import ConvDecoder, ConvEncoder, Norm, make_activation
+from gon_lightning.nn.siren import GaussianEncoding, NeRFEncoding, Siren, coordinate_grid
 
-__all__ = ["ConvDecoder", "ConvEncoder", "Norm", "make_activation"]
+__all__ = [
+    "ConvDecoder",
+    "ConvEncoder",
+    "GaussianEncoding",
+    "NeRFEncoding",
+    "Norm",
+    "Siren",
+    "coordinate_grid",
+    "make_activation",
+]
