@@ -92,6 +92,8 @@ def test_ddp_step_equals_single_process_and_ranks_shard_the_data(mnist_root: Pat
         torch.testing.assert_close(rank1["grads"][name], grad, rtol=1e-4, atol=1e-7)
     # and so the step: Adam's first step is about lr * sign(grad), so compare to a small fraction of lr (2e-4)
     for name, value in reference["state"].items():
+        if name.startswith("latent_"):  # each rank sums the latents it saw: its half of the batch, by design
+            continue
         torch.testing.assert_close(rank0["state"][name], value, rtol=0, atol=2e-6)
         torch.testing.assert_close(rank1["state"][name], rank0["state"][name], rtol=0, atol=0)
 

@@ -90,7 +90,7 @@ class ImplicitGON(OriginModel):
         coords = self.encoding(coordinate_grid(size, z.device, z.dtype))  # (P, E)
         inputs = torch.cat([coords.expand(len(z), -1, -1), z[:, None].expand(-1, len(coords), -1)], dim=-1)
         out = self.siren(inputs, z[:, None])  # (B, P, C)
-        return out.transpose(1, 2).unflatten(2, (size, size))
+        return out.transpose(1, 2).unflatten(2, (size, size)).contiguous()  # channel-major, as images are
 
     def to_image(self, raw: Tensor) -> Tensor:
         return raw.sigmoid() if self.loss == "bce" else raw.clamp(0, 1)

@@ -202,7 +202,8 @@ class OriginModel(ImageModel):
         elif self.latent_count >= 2:
             mean, cov = self._running_gaussian()
         else:
-            raise RuntimeError(f"{type(self).__name__} has seen no training latents yet: train before sampling")
+            # NotImplementedError: the generation interface's "no such picture (yet)", which callers skip
+            raise NotImplementedError(f"{type(self).__name__} has seen no training latents yet: train before sampling")
         # eigh rather than Cholesky: with fewer latents than nz the covariance is singular
         eigenvalues, eigenvectors = torch.linalg.eigh(0.5 * (cov + cov.T))
         return mean, eigenvectors * eigenvalues.clamp_min(0).sqrt()
