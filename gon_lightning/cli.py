@@ -22,7 +22,14 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveCon
 from pytorch_lightning.plugins.io import CheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from gon_lightning.callbacks import AtomicCheckpointIO, EpochLog, ImagePanels, PredictionWriter, RunState
+from gon_lightning.callbacks import (
+    AtomicCheckpointIO,
+    EpochLog,
+    ImagePanels,
+    PredictionWriter,
+    RunState,
+    TrainingClock,
+)
 
 # importing the packages registers every model and DataModule, so configs may use short class names
 from gon_lightning.data import ImageDataModule
@@ -205,6 +212,7 @@ class GONLightningCLI(LightningCLI):
         callbacks = trainer_config.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
         callbacks.append(RunState(self.run_dir, self.wandb_id))
+        callbacks.append(TrainingClock())
         if trainer_config.get("enable_progress_bar") is not False and not any(
             isinstance(c, ProgressBar) for c in callbacks
         ):

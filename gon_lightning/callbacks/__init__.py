@@ -4,7 +4,7 @@ from gon_lightning.callbacks.checkpointing import AtomicCheckpointIO, RunState
 from gon_lightning.callbacks.compile import CompileModules
 from gon_lightning.callbacks.images import ImagePanels, PredictionWriter, make_panels
 from gon_lightning.callbacks.performance import ChannelsLast
-from gon_lightning.callbacks.progress import EpochLog
+from gon_lightning.callbacks.progress import EpochLog, TrainingClock
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -14,5 +14,6 @@ __all__ = [
     "ImagePanels",
     "PredictionWriter",
     "RunState",
+    "TrainingClock",
     "make_panels",
 ]
