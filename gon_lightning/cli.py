@@ -17,12 +17,19 @@ from typing import Any
 import yaml
 from jsonargparse import Namespace
 from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.plugins.io import CheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from gon_lightning.callbacks import AtomicCheckpointIO, EpochLog, ImagePanels, PredictionWriter, RunState
+from gon_lightning.callbacks import (
+    AtomicCheckpointIO,
+    BestAndLastCheckpoint,
+    EpochLog,
+    ImagePanels,
+    PredictionWriter,
+    RunState,
+)
 
 # importing the packages registers every model and DataModule, so configs may use short class names
 from gon_lightning.data import ImageDataModule
@@ -82,7 +89,7 @@ class GONLightningCLI(LightningCLI):
         # image shape is a property of the data: configs never state it twice
         parser.link_arguments("data.dims", "model.init_args.image_shape", apply_on="instantiate")
         parser.add_argument("--runs_root", default="runs", help="Folder under which each run gets its own folder.")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/sse",

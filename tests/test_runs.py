@@ -271,3 +271,26 @@ def test_panels_cover_what_the_model_supports_and_skip_the_rest(tmp_path: Path):
     assert set(grids) == {"reconstructions", "interpolations", "samples", "superres"}
     assert grids["superres"].shape[-2] == 2 * 48 + 3  # originals (blown up) over renders, padding 1
     assert grids["interpolations"].shape[-1] == 3 * 32 + 4
+
+
+def test_last_checkpoint_is_the_latest_state_when_val_sse_gets_worse(
+    mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from gon_lightning.models import ImageModel
+
+    # val/sse gets worse every epoch: only epoch 0 is ever the best (Lightning 2.6 refreshes last.ckpt only
+    # when it saves a new best)
+    monkeypatch.setattr(
+        ImageModel, "validation_step", lambda self, x, batch_idx: self.log("val/sse", self.current_epoch + 1.0)
+    )
+    runs = tmp_path / "runs"
+    main(base_args(mnist_root, runs, "--trainer.max_epochs=3", "--images.every_n_epochs=0", logger="false"))
+    checkpoints = only_run(runs) / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch0000-val_sse1.0000.ckpt", "last.ckpt"]
+    last = load_checkpoint_file(checkpoints / "last.ckpt")
+    assert (last["epoch"], last["global_step"]) == (2, 6)  # 3 epochs of 2 batches: the end of training
+    # its state keeps ModelCheckpoint's key, so runs saved before keep their best-k bookkeeping on resume
+    (key,) = (key for key in last["callbacks"] if "monitor" in key)
+    assert key.startswith("ModelCheckpoint{") and last["callbacks"][key]["best_model_path"].endswith(
+        "epoch0000-val_sse1.0000.ckpt"
+    )
