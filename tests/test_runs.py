@@ -175,6 +175,39 @@ def test_corrupt_truncated_and_foreign_checkpoints_are_refused(trained, tmp_path
         assert str(tmp_path / name) in message and expected in message
 
 
+def test_model_options_given_with_a_checkpoint_are_never_silently_dropped(trained, tmp_path: Path):
+    data, run = trained
+    # the run's checkpoint, as if trained with lr 1e-3 and norm_eval running (options base_args does not give)
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"].update(lr=1e-3, norm_eval="running")
+    ckpt = tmp_path / "other.ckpt"
+    torch.save(checkpoint, ckpt)
+
+    def args(*extra: str) -> list[str]:
+        return base_args(data, tmp_path / "runs", f"--ckpt_path={ckpt}", *extra, subcommand="test")
+
+    model = main(args()).model
+    assert (model.nz, model.lr, model.norm_eval) == (8, 1e-3, "running")  # what is not given: the checkpoint's
+    # an evaluation option given wins over the checkpoint's, on the command line or in a --config
+    assert main(args("--model.init_args.norm_eval=batch")).model.norm_eval == "batch"
+    config = tmp_path / "eval.yaml"
+    config.write_text("model:\n  init_args:\n    norm_eval: batch\n")
+    assert main(args(f"--config={config}")).model.norm_eval == "batch"
+    # any other model option given that differs from the checkpoint's is refused, naming both values
+    message = error_of(args("--model.init_args.nz=16", "--model.init_args.lr=2e-4", "--model.init_args.ngf=4"))
+    assert str(ckpt) in message and "model.init_args.nz: checkpoint 8, given 16" in message
+    assert "model.init_args.lr: checkpoint 0.001, given 0.0002" in message and "ngf" not in message
+    config.write_text("model:\n  init_args:\n    activation: relu\n")
+    assert "model.init_args.activation: checkpoint elu, given relu" in error_of(args(f"--config={config}"))
+    assert "model: checkpoint GON, given VAE" in error_of(args("--model=VAE"))
+    # the documented commands repeat every option of the run: they agree with its checkpoint
+    last = run / "checkpoints" / "last.ckpt"
+    cli = main(["test", f"--config={run / 'config.yaml'}", f"--ckpt_path={last}", "--trainer.limit_test_batches=1"])
+    assert cli.run_dir == run and cli.model.nz == 8
+    message = error_of(args(f"--ckpt_path={last}", "--model.init_args.nz=16"))
+    assert f"--config {run / 'config.yaml'} has them all" in message
+
+
 def test_concurrent_runs_get_their_own_folders(mnist_root: Path, tmp_path: Path):
     made: list[Path] = []
     threads = [threading.Thread(target=lambda: made.append(new_run_dir(tmp_path / "r", "gon-mnist"))) for _ in range(8)]
