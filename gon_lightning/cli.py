@@ -7,6 +7,7 @@ offline otherwise; `--ckpt_path` resumes the run it came from (same folder, same
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import os
 import sys
@@ -17,13 +18,14 @@ from typing import Any
 import yaml
 from jsonargparse import Namespace
 from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.plugins.io import CheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from gon_lightning.callbacks import (
     AtomicCheckpointIO,
+    BestAndLastCheckpoint,
     EpochLog,
     ImagePanels,
     PredictionWriter,
@@ -49,6 +51,9 @@ from gon_lightning.runs import (
 )
 
 DEFAULT_LOGGER = {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"project": "gon-lightning"}}
+# model options that only change how a trained model is evaluated: given with --ckpt_path, they win over the
+# checkpoint's values; any other model option given must agree with the checkpoint (see _keep_given_model_options)
+EVALUATION_OPTIONS = frozenset({"norm_eval"})
 
 
 class RunConfigCallback(SaveConfigCallback):
@@ -80,16 +85,22 @@ def _logger_configs(logger: Any) -> list[Namespace]:
     return [item for item in items if isinstance(item, Namespace) and "class_path" in item]
 
 
+def _class_of(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
 class GONLightningCLI(LightningCLI):
     run_dir: Path
     wandb_id: str | None = None
     checkpoint: dict[str, Any] | None = None
+    given_model: Namespace | None = None  # the model options the user gave (command line, --config), no defaults
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # image shape is a property of the data: configs never state it twice
         parser.link_arguments("data.dims", "model.init_args.image_shape", apply_on="instantiate")
         parser.add_argument("--runs_root", default="runs", help="Folder under which each run gets its own folder.")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/sse",
@@ -105,6 +116,7 @@ class GONLightningCLI(LightningCLI):
     # run folder, logger and checkpoint, decided before anything is built
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        self._keep_given_model_options(config)
         user_config = copy.deepcopy(config)
         if "ckpt_path" in user_config:
             user_config.ckpt_path = None  # a saved config starts a run; resuming is always explicit
@@ -146,6 +158,42 @@ class GONLightningCLI(LightningCLI):
             if not Path(config.ckpt_path).is_file():
                 raise UserError(f"--ckpt_path {config.ckpt_path}: no such checkpoint file")
             self.checkpoint = load_checkpoint_file(config.ckpt_path)
+            # LightningCLI is about to put the checkpoint's model options over the config: remember what was given.
+            # No validation: without defaults a partial config lacks required values (already checked above).
+            if isinstance(args, (dict, Namespace)):
+                given = parser.parse_object(args, defaults=False, _skip_validation=True)
+            else:
+                given = parser.parse_args(args, defaults=False, _skip_validation=True)
+            self.given_model = given[subcommand].get("model")
+
+    def _keep_given_model_options(self, config: Namespace) -> None:
+        """Never silently drop a model option given with --ckpt_path (LightningCLI replaces the model options by the
+        checkpoint's): an evaluation option given wins; any other given option that differs is refused."""
+        given, model = self.given_model, config.model
+        if given is None:
+            return
+        conflicts = []
+        if given.get("class_path") and _class_of(given.class_path) is not _class_of(model.class_path):
+            stored, wanted = (path.rsplit(".", 1)[-1] for path in (model.class_path, given.class_path))
+            conflicts.append(f"model: checkpoint {stored}, given {wanted}")
+        else:
+            for key, value in (given.get("init_args") or Namespace()).items():
+                stored = model.init_args.get(key)
+                if value == stored:
+                    continue
+                if key in EVALUATION_OPTIONS:
+                    model.init_args[key] = value
+                else:
+                    conflicts.append(f"model.init_args.{key}: checkpoint {stored}, given {value}")
+        if conflicts:
+            run_config = Path(config.ckpt_path).parent.parent / "config.yaml"
+            where = f" (--config {run_config} has them all)" if run_config.is_file() else ""
+            raise UserError(
+                f"--ckpt_path {config.ckpt_path} does not hold the model given: {'; '.join(conflicts)}. These options "
+                "decide what the checkpoint's weights mean (or whether they load) and how its training goes on; only "
+                f"{', '.join(sorted(EVALUATION_OPTIONS))} may differ from the checkpoint. Drop them or give the "
+                f"checkpoint's values{where}."
+            )
 
     def _resolve_run(self, config: Namespace) -> None:
         model = short_name(config.model.class_path)

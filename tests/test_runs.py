@@ -175,6 +175,39 @@ def test_corrupt_truncated_and_foreign_checkpoints_are_refused(trained, tmp_path
         assert str(tmp_path / name) in message and expected in message
 
 
+def test_model_options_given_with_a_checkpoint_are_never_silently_dropped(trained, tmp_path: Path):
+    data, run = trained
+    # the run's checkpoint, as if trained with lr 1e-3 and norm_eval running (options base_args does not give)
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"].update(lr=1e-3, norm_eval="running")
+    ckpt = tmp_path / "other.ckpt"
+    torch.save(checkpoint, ckpt)
+
+    def args(*extra: str) -> list[str]:
+        return base_args(data, tmp_path / "runs", f"--ckpt_path={ckpt}", *extra, subcommand="test")
+
+    model = main(args()).model
+    assert (model.nz, model.lr, model.norm_eval) == (8, 1e-3, "running")  # what is not given: the checkpoint's
+    # an evaluation option given wins over the checkpoint's, on the command line or in a --config
+    assert main(args("--model.init_args.norm_eval=batch")).model.norm_eval == "batch"
+    config = tmp_path / "eval.yaml"
+    config.write_text("model:\n  init_args:\n    norm_eval: batch\n")
+    assert main(args(f"--config={config}")).model.norm_eval == "batch"
+    # any other model option given that differs from the checkpoint's is refused, naming both values
+    message = error_of(args("--model.init_args.nz=16", "--model.init_args.lr=2e-4", "--model.init_args.ngf=4"))
+    assert str(ckpt) in message and "model.init_args.nz: checkpoint 8, given 16" in message
+    assert "model.init_args.lr: checkpoint 0.001, given 0.0002" in message and "ngf" not in message
+    config.write_text("model:\n  init_args:\n    activation: relu\n")
+    assert "model.init_args.activation: checkpoint elu, given relu" in error_of(args(f"--config={config}"))
+    assert "model: checkpoint GON, given VAE" in error_of(args("--model=VAE"))
+    # the documented commands repeat every option of the run: they agree with its checkpoint
+    last = run / "checkpoints" / "last.ckpt"
+    cli = main(["test", f"--config={run / 'config.yaml'}", f"--ckpt_path={last}", "--trainer.limit_test_batches=1"])
+    assert cli.run_dir == run and cli.model.nz == 8
+    message = error_of(args(f"--ckpt_path={last}", "--model.init_args.nz=16"))
+    assert f"--config {run / 'config.yaml'} has them all" in message
+
+
 def test_concurrent_runs_get_their_own_folders(mnist_root: Path, tmp_path: Path):
     made: list[Path] = []
     threads = [threading.Thread(target=lambda: made.append(new_run_dir(tmp_path / "r", "gon-mnist"))) for _ in range(8)]
@@ -271,3 +304,26 @@ def test_panels_cover_what_the_model_supports_and_skip_the_rest(tmp_path: Path):
     assert set(grids) == {"reconstructions", "interpolations", "samples", "superres"}
     assert grids["superres"].shape[-2] == 2 * 48 + 3  # originals (blown up) over renders, padding 1
     assert grids["interpolations"].shape[-1] == 3 * 32 + 4
+
+
+def test_last_checkpoint_is_the_latest_state_when_val_sse_gets_worse(
+    mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from gon_lightning.models import ImageModel
+
+    # val/sse gets worse every epoch: only epoch 0 is ever the best (Lightning 2.6 refreshes last.ckpt only
+    # when it saves a new best)
+    monkeypatch.setattr(
+        ImageModel, "validation_step", lambda self, x, batch_idx: self.log("val/sse", self.current_epoch + 1.0)
+    )
+    runs = tmp_path / "runs"
+    main(base_args(mnist_root, runs, "--trainer.max_epochs=3", "--images.every_n_epochs=0", logger="false"))
+    checkpoints = only_run(runs) / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch0000-val_sse1.0000.ckpt", "last.ckpt"]
+    last = load_checkpoint_file(checkpoints / "last.ckpt")
+    assert (last["epoch"], last["global_step"]) == (2, 6)  # 3 epochs of 2 batches: the end of training
+    # its state keeps ModelCheckpoint's key, so runs saved before keep their best-k bookkeeping on resume
+    (key,) = (key for key in last["callbacks"] if "monitor" in key)
+    assert key.startswith("ModelCheckpoint{") and last["callbacks"][key]["best_model_path"].endswith(
+        "epoch0000-val_sse1.0000.ckpt"
+    )

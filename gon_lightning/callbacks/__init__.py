@@ -1,6 +1,6 @@
 """Callbacks and plugins of the gon-lightning CLI: image panels, predict outputs, checkpoint safety, progress."""
 
-from gon_lightning.callbacks.checkpointing import AtomicCheckpointIO, RunState
+from gon_lightning.callbacks.checkpointing import AtomicCheckpointIO, BestAndLastCheckpoint, RunState
 from gon_lightning.callbacks.compile import CompileModules
 from gon_lightning.callbacks.images import ImagePanels, PredictionWriter, make_panels
 from gon_lightning.callbacks.performance import ChannelsLast
@@ -8,6 +8,7 @@ from gon_lightning.callbacks.progress import EpochLog, TrainingClock
 
 __all__ = [
     "AtomicCheckpointIO",
+    "BestAndLastCheckpoint",
     "ChannelsLast",
     "CompileModules",
     "EpochLog",

@@ -14,7 +14,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from gon_lightning.runs import CHECKPOINT_FORMAT, CHECKPOINT_KEY, load_checkpoint_file
@@ -46,6 +46,37 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if weights_only is False:
             return super().load_checkpoint(path, map_location=map_location, weights_only=False)
         return load_checkpoint_file(path, map_location=map_location)
+
+
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose `last.ckpt` (save_last=True) is always the latest state, improved or not.
+
+    Lightning 2.6 writes `last.ckpt` only at a step where it also saves a top-k checkpoint: after an epoch in
+    which the monitored val/sse did not improve, `last.ckpt` still held the best epoch's state, and resuming
+    from it silently repeated the epochs since. Here `last.ckpt` is also written when no top-k checkpoint was,
+    at the same points (validation end, or train epoch end without validation); `save_last="link"` keeps
+    Lightning's meaning (a link to the last checkpoint saved).
+    """
+
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's key: the best-k state of runs written before this class existed still resumes
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def _refresh_last(self, trainer: pl.Trainer) -> None:
+        # skipped where nothing may be saved (sanity check, fast_dev_run, not fitting) or this step already was
+        if self.save_last is True and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 def _rng_state() -> dict[str, Any]:
