@@ -83,6 +83,7 @@ class Cell:
     final: dict[str, float] = field(default_factory=dict)  # test/* from `gon-lightning test` on the last checkpoint
     run_dir: Path | None = None
     error: str = ""
+    reused: bool = False  # taken from an earlier run in the same --work-dir
 
     @property
     def name(self) -> str:
@@ -132,6 +133,7 @@ def run_cell(cell: Cell, published: dict, args: argparse.Namespace, work: Path) 
         cell.run_dir = finished[-1].parent
         read_curve(cell, cell.run_dir, steps)
         cell.final = json.loads(finished[-1].read_text())["metrics"]
+        cell.reused = True
         return
     shutil.rmtree(runs_root, ignore_errors=True)  # an unfinished attempt starts over
     if not gon_lightning(fit, log):
@@ -237,10 +239,12 @@ def cell_rows(cell: Cell, epochs: int) -> list[Row]:
 
 def report(cells: list[Cell], args: argparse.Namespace, published: dict, wall: float) -> str:
     device = device_description()
+    reused = sum(cell.reused for cell in cells)
+    reused = f"; {reused} of {len(cells)} cells reused from earlier runs in the work folder" if reused else ""
     lines = [
         f"# Reproduction report: {datetime.date.today().isoformat()}, {device}",
         "",
-        f"Command: `python benchmarks/reproduce.py {args.command}` ({wall / 60:.1f} min in all)  ",
+        f"Command: `python benchmarks/reproduce.py {args.command}` ({wall / 60:.1f} min in all{reused})  ",
         f"Software: {software()}  ",
         f"Published numbers: `benchmarks/published.yaml` ({published['source']}).",
         "",
@@ -269,8 +273,9 @@ def report(cells: list[Cell], args: argparse.Namespace, published: dict, wall: f
             if verdict in ("better", "worse"):
                 missed.append(f"{row.figure} x{ratio} ({verdict})")
         if missed:
-            cause = DATASETS[cell.dataset].note or "no known cause: investigate (see the notes below, if any)"
-            misses.append(f"- **{cell.model} / {cell.dataset}**: {'; '.join(missed)}. {cause}.")
+            note = DATASETS[cell.dataset].note
+            known = f"Known difference from the reference: {note}." if note else "No known difference: investigate."
+            misses.append(f"- **{cell.model} / {cell.dataset}**: {'; '.join(missed)}. {known}")
     lines += ["", "## Misses beyond 15%", ""] + (misses or ["None."])
     if args.notes:
         lines += ["", args.notes.read_text().strip()]

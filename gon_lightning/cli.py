@@ -53,7 +53,7 @@ from gon_lightning.runs import (
 DEFAULT_LOGGER = {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"project": "gon-lightning"}}
 # model options that only change how a trained model is evaluated: given with --ckpt_path, they win over the
 # checkpoint's values; any other model option given must agree with the checkpoint (see _keep_given_model_options)
-EVALUATION_OPTIONS = frozenset({"norm_eval"})
+EVALUATION_OPTIONS = frozenset({"norm_eval", "eval_latent"})
 
 
 class RunConfigCallback(SaveConfigCallback):

@@ -80,10 +80,24 @@ def test_vae_learns_and_samples(images):
     fit(model, images, steps=40)
     assert nelbo() < 0.6 * before
     with torch.no_grad(), model.evaluation_protocol():
-        # evaluation reconstructs from the posterior mean: deterministic
-        assert torch.equal(model.reconstruct(images[:8]), model.reconstruct(images[:8]))
+        # reconstructions decode a posterior sample (the references' protocol): two differ
+        assert not torch.equal(model.reconstruct(images[:8]), model.reconstruct(images[:8]))
         samples = model.sample(5)
     assert samples.shape == (5, 1, 32, 32) and samples.min() >= 0 and samples.max() <= 1
+
+
+def test_vae_reconstructs_a_posterior_sample_by_default(images):
+    x = images[:8]
+    sampled, mean = VAE(nz=8, ngf=4).eval(), VAE(nz=8, ngf=4, eval_latent="mean").eval()
+    mean.load_state_dict(sampled.state_dict())
+    mu, logvar = sampled.posterior(x)
+    torch.manual_seed(0)
+    z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+    torch.manual_seed(0)
+    torch.testing.assert_close(sampled.reconstruct(x), sampled.decoder(z))
+    torch.testing.assert_close(mean.reconstruct(x), mean.decoder(mu))
+    with pytest.raises(UserError, match="eval_latent"):
+        VAE(eval_latent="median")
 
 
 def test_vae_logs_elbo_and_bits_per_dim(images):

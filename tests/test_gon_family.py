@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from gon_lightning.cli import main
+from gon_lightning.errors import UserError
 from gon_lightning.models import GON, DetachedGON, ImplicitGON, OriginModel, VariationalGON
 from gon_lightning.models.gon import paper_loss
 
@@ -190,13 +191,19 @@ def test_vgon_elbo_by_hand() -> None:
     assert metrics["test/sse"] == pytest.approx(((0.5 - x) ** 2).flatten(1).sum(1).mean().item(), rel=1e-5)
 
 
-def test_vgon_reconstruction_decodes_mu(images) -> None:
-    model = tiny("vgon").eval()
+@pytest.mark.parametrize("eval_latent", ["sample", "mean"])
+def test_vgon_reconstruction_decodes_a_posterior_sample_or_mu(images, eval_latent) -> None:
+    """ "sample" (default) is the references' train-mode protocol behind the published SSE; "mean" decodes mu."""
+    model = tiny("vgon", eval_latent=eval_latent).eval()
     x = images[32][:8]
     torch.manual_seed(0)
-    z = model.encode(x, create_graph=False)
+    mu, logvar = model.posterior(model.encode(x, create_graph=False))
+    z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if eval_latent == "sample" else mu
     torch.manual_seed(0)
-    torch.testing.assert_close(model.reconstruct(x), model.decoder(model.to_mu(z)))
+    torch.testing.assert_close(model.reconstruct(x), model.decoder(z))
+    assert tiny("vgon").eval_latent == "sample"
+    with pytest.raises(UserError, match="eval_latent"):
+        tiny("vgon", eval_latent="mode")
 
 
 # ---- generation interface ------------------------------------------------------------------------------------

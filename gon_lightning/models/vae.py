@@ -7,7 +7,13 @@ from torch import Tensor, nn
 
 from gon_lightning.models.autoencoder import ConvAutoencoder
 from gon_lightning.models.base import NormEval
-from gon_lightning.models.variational import ElboMetrics, negative_elbo, reparameterize
+from gon_lightning.models.variational import (
+    ElboMetrics,
+    EvalLatent,
+    evaluation_latent,
+    negative_elbo,
+    reparameterize,
+)
 from gon_lightning.nn import Norm
 from gon_lightning.nn.conv import Activation
 
@@ -16,10 +22,13 @@ class VAE(ConvAutoencoder):
     """The encoder's nz features go through two linear maps to the mean and log-variance of q(z|x).
 
     Trained on the negative ELBO (Bernoulli likelihood summed over pixels + KL, averaged over the batch),
-    as the variational GON. Evaluation reconstructs from the mean; `elbo` (nats per image, one posterior
-    sample) and `bpd` are logged with the reconstruction metrics. Samples decode z ~ N(0, I).
+    as the variational GON. Reconstructions decode a posterior sample (`eval_latent`, see
+    `variational.evaluation_latent`); `elbo` (nats per image, one posterior sample) and `bpd` are logged with the
+    reconstruction metrics. Samples decode z ~ N(0, I).
 
-    Args: see `ConvAutoencoder`.
+    Args:
+        eval_latent: "sample" (the references' protocol, so SSE means the published figure) or "mean".
+        others: see `ConvAutoencoder`.
     """
 
     def __init__(
@@ -31,9 +40,12 @@ class VAE(ConvAutoencoder):
         image_shape: tuple[int, int, int] = (1, 32, 32),
         lr: float = 2e-4,
         norm_eval: NormEval = "batch",
+        eval_latent: EvalLatent = "sample",
     ) -> None:
         super().__init__(nz, ngf, activation, norm, image_shape, lr, norm_eval)
         self.save_hyperparameters()
+        evaluation_latent(torch.zeros(1), torch.zeros(1), eval_latent)  # refuse a wrong value now
+        self.eval_latent = eval_latent
         self.to_mu = nn.Linear(nz, nz)
         self.to_logvar = nn.Linear(nz, nz)
         self.val_elbo = ElboMetrics(self.image_shape)
@@ -45,6 +57,9 @@ class VAE(ConvAutoencoder):
 
     def encode_images(self, x: Tensor) -> Tensor:
         return self.posterior(x)[0]
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decoder(evaluation_latent(*self.posterior(x), self.eval_latent))
 
     def sample(self, n: int) -> Tensor:
         return self.decoder(torch.randn(n, self.nz, device=self.device))

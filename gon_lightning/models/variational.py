@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from gon_lightning.errors import UserError
+
+EvalLatent = Literal["sample", "mean"]
+
 
 def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
     return mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+
+
+def evaluation_latent(mu: Tensor, logvar: Tensor, eval_latent: EvalLatent) -> Tensor:
+    """The latent a reconstruction decodes. "sample" is the references' protocol: they evaluated in train mode,
+    where reparameterisation draws z ~ q(z|x), so their published SSE is of sampled reconstructions; "mean"
+    decodes the posterior mean (deterministic, and a lower SSE)."""
+    if eval_latent not in ("sample", "mean"):
+        raise UserError(f"model.eval_latent must be 'sample' or 'mean', got {eval_latent!r}")
+    return reparameterize(mu, logvar) if eval_latent == "sample" else mu
 
 
 def negative_elbo(x_hat: Tensor, x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:

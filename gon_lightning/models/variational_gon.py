@@ -8,7 +8,13 @@ from torchmetrics import MeanMetric
 
 from gon_lightning.models.base import NormEval, per_image_sse
 from gon_lightning.models.origin import InnerReduction, OriginModel
-from gon_lightning.models.variational import bits_per_dim, negative_elbo, reparameterize
+from gon_lightning.models.variational import (
+    EvalLatent,
+    bits_per_dim,
+    evaluation_latent,
+    negative_elbo,
+    reparameterize,
+)
 from gon_lightning.nn import ConvDecoder, Norm
 from gon_lightning.nn.conv import Activation
 
@@ -23,11 +29,14 @@ class VariationalGON(OriginModel):
     The latent space of the generation interface is the decoder's input (the space of the N(0, I) prior):
     `encode_images` returns mu of the origin-step latent, `decode_latents` is the conv decoder, `sample`
     decodes N(0, I) draws, and interpolation runs between the mus. The origin step samples as in training
-    (F includes the reparameterisation), also in evaluation; the reconstruction then decodes mu (no
-    sampling). Val/test additionally log `elbo` (negative ELBO, nats per image, a one-sample estimate with the
-    reparameterised draw, as in training) and `bpd` (the same in bits per dimension).
+    (F includes the reparameterisation), also in evaluation; the reconstruction then decodes a posterior
+    sample (`eval_latent`, see `variational.evaluation_latent`). Val/test additionally log `elbo` (negative
+    ELBO, nats per image, a one-sample estimate with the reparameterised draw, as in training) and `bpd` (the
+    same in bits per dimension).
 
-    Args: see `GON` and `OriginModel`.
+    Args:
+        eval_latent: "sample" (the references' protocol, so SSE means the published figure) or "mean".
+        others: see `GON` and `OriginModel`.
     """
 
     fits_latent_gaussian = False  # samples its prior
@@ -44,9 +53,12 @@ class VariationalGON(OriginModel):
         image_shape: tuple[int, int, int] = (1, 32, 32),
         lr: float = 2e-4,
         norm_eval: NormEval = "batch",
+        eval_latent: EvalLatent = "sample",
     ) -> None:
         super().__init__(nz, inner_reduction, init_sigma, detach_latent, image_shape, lr, norm_eval)
         self.save_hyperparameters()
+        evaluation_latent(torch.zeros(1), torch.zeros(1), eval_latent)  # refuse a wrong value now
+        self.eval_latent = eval_latent
         channels, height, _ = self.image_shape
         self.to_mu = nn.Linear(nz, nz)
         self.to_logvar = nn.Linear(nz, nz)
@@ -73,6 +85,10 @@ class VariationalGON(OriginModel):
     def decode_latents(self, z: Tensor) -> Tensor:
         return self.decoder(z)
 
+    def reconstruct(self, x: Tensor) -> Tensor:
+        mu, logvar = self.posterior(self.encode(x, create_graph=False).detach())
+        return self.decoder(evaluation_latent(mu, logvar, self.eval_latent))
+
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
         """Decode draws from the prior N(0, I)."""
@@ -83,7 +99,7 @@ class VariationalGON(OriginModel):
     def _evaluate(self, x: Tensor, metrics: nn.ModuleDict, stage: str) -> Tensor:
         with self.evaluation_protocol():
             mu, logvar = self.posterior(self.encode(x, create_graph=False).detach())
-            x_hat = self.decoder(mu)
+            x_hat = self.decoder(evaluation_latent(mu, logvar, self.eval_latent))
             nelbo = negative_elbo(self.decoder(reparameterize(mu, logvar)), x, mu, logvar)
         metrics["sse"].update(per_image_sse(x_hat, x))
         metrics["mse"].update(x_hat, x)
