@@ -10,6 +10,7 @@ from gon_lightning.models.base import NormEval
 from gon_lightning.models.variational import (
     ElboMetrics,
     EvalLatent,
+    checked_eval_latent,
     evaluation_latent,
     negative_elbo,
     reparameterize,
@@ -44,8 +45,7 @@ class VAE(ConvAutoencoder):
     ) -> None:
         super().__init__(nz, ngf, activation, norm, image_shape, lr, norm_eval)
         self.save_hyperparameters()
-        evaluation_latent(torch.zeros(1), torch.zeros(1), eval_latent)  # refuse a wrong value now
-        self.eval_latent = eval_latent
+        self.eval_latent = checked_eval_latent(eval_latent)
         self.to_mu = nn.Linear(nz, nz)
         self.to_logvar = nn.Linear(nz, nz)
         self.val_elbo = ElboMetrics(self.image_shape)

@@ -19,12 +19,16 @@ def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
     return mu + torch.randn_like(mu) * (0.5 * logvar).exp()
 
 
+def checked_eval_latent(eval_latent: str) -> EvalLatent:
+    if eval_latent not in ("sample", "mean"):
+        raise UserError(f"model.eval_latent must be 'sample' or 'mean', got {eval_latent!r}")
+    return eval_latent
+
+
 def evaluation_latent(mu: Tensor, logvar: Tensor, eval_latent: EvalLatent) -> Tensor:
     """The latent a reconstruction decodes. "sample" is the references' protocol: they evaluated in train mode,
     where reparameterisation draws z ~ q(z|x), so their published SSE is of sampled reconstructions; "mean"
     decodes the posterior mean (deterministic, and a lower SSE)."""
-    if eval_latent not in ("sample", "mean"):
-        raise UserError(f"model.eval_latent must be 'sample' or 'mean', got {eval_latent!r}")
     return reparameterize(mu, logvar) if eval_latent == "sample" else mu
 
 

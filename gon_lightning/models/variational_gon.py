@@ -11,6 +11,7 @@ from gon_lightning.models.origin import InnerReduction, OriginModel
 from gon_lightning.models.variational import (
     EvalLatent,
     bits_per_dim,
+    checked_eval_latent,
     evaluation_latent,
     negative_elbo,
     reparameterize,
@@ -57,8 +58,7 @@ class VariationalGON(OriginModel):
     ) -> None:
         super().__init__(nz, inner_reduction, init_sigma, detach_latent, image_shape, lr, norm_eval)
         self.save_hyperparameters()
-        evaluation_latent(torch.zeros(1), torch.zeros(1), eval_latent)  # refuse a wrong value now
-        self.eval_latent = eval_latent
+        self.eval_latent = checked_eval_latent(eval_latent)
         channels, height, _ = self.image_shape
         self.to_mu = nn.Linear(nz, nz)
         self.to_logvar = nn.Linear(nz, nz)
