@@ -177,11 +177,13 @@ class OriginModel(ImageModel):
         self.latent_outer += z.T @ z
 
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
         if self.fits_latent_gaussian:
             for name in ("latent_count", "latent_sum", "latent_outer"):
                 getattr(self, name).zero_()
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         if self.fits_latent_gaussian and self.latent_count >= 2:
             mean, cov = self._running_gaussian()
             self.latent_mean.copy_(mean)
