@@ -94,3 +94,32 @@ def test_epoch_means_exact_and_per_step_values_only_at_logging_steps(mnist_root,
         assert shown and float(shown.group(1)) == pytest.approx(sse, rel=1e-3)
         assert "train/loss (epoch mean)" in line
     assert trainer.progress_bar_metrics.keys() >= {"train/loss_epoch", "train/sse_epoch"}
+
+
+def test_default_panel_schedule_keeps_drawing_within_its_time_share(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from gon_lightning.callbacks import ImagePanels
+    from gon_lightning.callbacks import images as images_module
+
+    now = [0.0]
+    monkeypatch.setattr(images_module.time, "perf_counter", lambda: now[0])
+    panels = ImagePanels(max_time_share=0.01)
+    panels._batch = object()
+    drawn: list[int] = []
+
+    def draw(trainer, module, tag) -> None:
+        drawn.append(int(tag.removeprefix("epoch")))
+        now[0] += 0.5  # half a second per drawing
+
+    panels.draw = draw
+    trainer = SimpleNamespace(should_stop=False, max_epochs=300, max_steps=-1, global_step=0, current_epoch=0)
+    panels.on_train_start(trainer, None)
+    for epoch in range(300):  # 1 s of training per epoch
+        now[0] += 1.0
+        trainer.current_epoch = epoch
+        panels.on_train_epoch_end(trainer, None)
+    # the first epoch, then whenever 1% of the training time covers one more drawing, and the last epoch
+    assert drawn == [1, 100, 150, 200, 250, 300]
+    assert ImagePanels(every_n_epochs=3)._due(trainer, 3) and not ImagePanels(every_n_epochs=3)._due(trainer, 4)
+    assert not ImagePanels(every_n_epochs=0)._due(trainer, 300)
