@@ -355,7 +355,6 @@ def test_last_checkpoint_links_to_a_checkpoint_of_the_same_step_else_is_written_
             runs,
             "--trainer.max_epochs=4",
             "--images.every_n_epochs=0",
-            "--checkpoint.save_last=link",
             logger="false",
         )
     )
