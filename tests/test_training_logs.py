@@ -123,3 +123,22 @@ def test_default_panel_schedule_keeps_drawing_within_its_time_share(monkeypatch)
     assert drawn == [1, 100, 150, 200, 250, 300]
     assert ImagePanels(every_n_epochs=3)._due(trainer, 3) and not ImagePanels(every_n_epochs=3)._due(trainer, 4)
     assert not ImagePanels(every_n_epochs=0)._due(trainer, 300)
+
+
+def test_wandb_init_skips_the_launch_import_only_when_nothing_can_be_staged(monkeypatch) -> None:
+    import sys
+
+    from wandb.sdk import wandb_run
+
+    from gon_lightning import runs
+
+    calls: list[object] = []
+    monkeypatch.setattr(wandb_run.Run, "_detect_and_apply_job_inputs", lambda run: calls.append(run))
+    runs.skip_unstaged_launch_inputs()
+    runs.skip_unstaged_launch_inputs()  # idempotent: wrapped once
+    monkeypatch.delitem(sys.modules, "wandb.sdk.launch.inputs.internal", raising=False)
+    wandb_run.Run._detect_and_apply_job_inputs("run")
+    assert calls == []
+    monkeypatch.setitem(sys.modules, "wandb.sdk.launch.inputs.internal", object())
+    wandb_run.Run._detect_and_apply_job_inputs("run")
+    assert calls == ["run"]
