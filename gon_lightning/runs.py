@@ -12,6 +12,7 @@ import importlib
 import netrc
 import os
 import secrets
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -218,6 +219,15 @@ def resolve_run(
     os.environ[RUN_DIR_ENV] = str(run_dir)  # processes launched for other ranks inherit it
     os.environ[WANDB_ID_ENV] = wandb_id or ""
     return run_dir, wandb_id
+
+
+def discard_unused_run(run_dir: str | Path | None) -> None:
+    """Remove a run folder that holds no file: the command that made it failed before writing anything (a bad
+    option found while building the model or data), so nothing is left behind. Never on a launched rank."""
+    if not run_dir or not Path(run_dir).is_dir() or is_launched_rank():
+        return
+    if not any(path.is_file() for path in Path(run_dir).rglob("*")):
+        shutil.rmtree(run_dir)
 
 
 def fill_run_paths(config: Namespace, run_dir: Path) -> None:

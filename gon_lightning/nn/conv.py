@@ -17,7 +17,7 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {"elu": nn.ELU, "relu": nn.ReLU, "sel
 
 def make_activation(name: Activation) -> nn.Module:
     if name not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
+        raise UserError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
     return _ACTIVATIONS[name]()
 
 
@@ -29,7 +29,7 @@ def make_norm(name: Norm, channels: int) -> nn.Module:
         return nn.GroupNorm(min(8, channels // 2), channels)
     if name == "none":
         return nn.Identity()
-    raise ValueError(f"norm must be 'batch', 'group' or 'none', got {name!r}")
+    raise UserError(f"norm must be 'batch', 'group' or 'none', got {name!r}")
 
 
 def check_image_size(image_size: int) -> None:
