@@ -1,9 +1,10 @@
 """Run folders, the W&B online/offline decision and checkpoint rules: every decision the CLI acts on.
 
 Every run owns `runs/<model>-<data>-<YYYYmmdd-HHMMSS>[-N]/` holding `config.yaml`, `checkpoints/`, `images/`
-and the logger's files, so two runs never share (or clash over) a file (DESIGN trap 6). `--ckpt_path` resumes
-the run it came from: same folder, same W&B run. The functions here take and return plain values (or the
-config `Namespace` they fill in), so each rule is tested on its own; `gon_lightning.cli` only calls them.
+and the logger's files, so two runs never share (or clash over) a file (docs/design.md, "Run folders").
+`--ckpt_path` resumes the run it came from: same folder, same W&B run. The functions here take and return plain
+values (or the config `Namespace` they fill in), so each rule is tested on its own; `gon_lightning.cli` only
+calls them.
 """
 
 from __future__ import annotations

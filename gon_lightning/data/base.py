@@ -1,7 +1,7 @@
 """One base for every dataset: decode once into a uint8 tensor, cache it on disk, serve batches from memory.
 
 Per-sample PIL decoding and resizing is an order of magnitude slower than indexing a decoded tensor for
-32x32 images (DESIGN trap 8), so each DataModule only says how to decode its files; this base resizes,
+32x32 images (docs/design.md, "The data path"), so each DataModule only says how to decode its files; this base resizes,
 caches, splits and serves. Batches are whole-tensor gathers (`__getitems__`), kept on the GPU when training
 there; Lightning's DistributedSampler shards the indices by rank under DDP.
 """

@@ -24,7 +24,7 @@ def batchnorm_batch_statistics(module: nn.Module) -> Iterator[None]:
     """Let every BatchNorm normalise with the batch's own statistics without touching its running ones.
 
     This is how the reference scripts evaluated (the model stayed in train mode), so their published
-    numbers are only comparable under it (DESIGN trap 1).
+    numbers are only comparable under it (docs/design.md, "BatchNorm at the origin").
     """
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [(m.training, m.track_running_stats) for m in norms]
@@ -118,7 +118,7 @@ class ImageModel(pl.LightningModule, ABC):
         """Names of the submodules the `CompileModules` callback may compile with torch.compile, in place.
 
         By default every child module with parameters. Models whose training cannot be compiled (a double
-        backward: DESIGN trap 5) override this to raise a `UserError` saying so.
+        backward: docs/design.md, "Compile limits") override this to raise a `UserError` saying so.
         """
         return [name for name, child in self.named_children() if any(True for _ in child.parameters())]
 

@@ -30,7 +30,8 @@ class OriginModel(ImageModel):
     Args:
         nz: latent size (256 in the paper's convolutional GON).
         inner_reduction: how the inner loss combines the batch. "mean" is the paper's, and makes each
-            latent scale with 1/batch size; "sum" makes latents independent of the batch (DESIGN trap 2).
+            latent scale with 1/batch size; "sum" makes latents independent of the batch (docs/design.md,
+            "Latent scale and batch size").
         init_sigma: standard deviation of noise added to the origin (0 is the origin; the paper's
             ablation shows any noise hurts).
         detach_latent: drop the second-order term (the detached-GON ablation).
@@ -113,10 +114,11 @@ class OriginModel(ImageModel):
         """The fp16 loss scale as a 0-dim device tensor, or None when no GradScaler is active.
 
         Lightning scales only the loss `training_step` returns, so under `precision="16-mixed"` the inner
-        gradient would be taken unscaled and underflow in fp16 (DESIGN trap 3). Scaling the inner loss by the
-        scaler's own scale and dividing the gradient back keeps it in range; an overflow makes the latents, the
-        outer loss and so the parameter gradients non-finite, and the scaler then skips the step and lowers its
-        scale as for any overflow. The scale stays a tensor: no host synchronisation. bf16 needs no scaler.
+        gradient would be taken unscaled and underflow in fp16 (docs/design.md, "fp16 inner-gradient scaling").
+        Scaling the inner loss by the scaler's own scale and dividing the gradient back keeps it in range; an
+        overflow makes the latents, the outer loss and so the parameter gradients non-finite, and the scaler then
+        skips the step and lowers its scale as for any overflow. The scale stays a tensor: no host
+        synchronisation. bf16 needs no scaler.
         """
         trainer = self._trainer  # not `self.trainer`: the model may run without one
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None) if trainer is not None else None
@@ -151,7 +153,7 @@ class OriginModel(ImageModel):
         return self.encode(x, create_graph=False).detach()
 
     def compile_targets(self) -> list[str]:
-        if not self.detach_latent:  # DESIGN trap 5: aot_autograd cannot compile a double backward
+        if not self.detach_latent:  # aot_autograd cannot compile a double backward (docs/design.md, "Compile limits")
             raise UserError(
                 f"{type(self).__name__} differentiates its inner gradient (create_graph=True), a double backward "
                 "that torch.compile cannot compile: remove CompileModules from trainer.callbacks, or set "

@@ -22,7 +22,8 @@ def make_activation(name: Activation) -> nn.Module:
 
 
 def make_norm(name: Norm, channels: int) -> nn.Module:
-    """BatchNorm is the paper's choice; GroupNorm or none avoid its trouble at the origin (DESIGN trap 1)."""
+    """BatchNorm is the paper's choice; GroupNorm or none avoid its trouble at the origin (docs/design.md,
+    "BatchNorm at the origin")."""
     if name == "batch":
         return nn.BatchNorm2d(channels)
     if name == "group":
