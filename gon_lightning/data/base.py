@@ -223,7 +223,7 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         images = self.splits[split]
         if train and len(images) < self.batch_size:
             raise UserError(
-                f"{self.folder} has {len(images)} training images, fewer than data.batch_size={self.batch_size}"
+                f"{self.folder} has {len(images)} training images, fewer than {DATA}batch_size={self.batch_size}"
             )
         return DataLoader(
             InMemoryImages(images),
