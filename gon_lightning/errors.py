@@ -31,3 +31,9 @@ def positive(option: str, value: Any) -> None:
 
 def positive_int(option: str, value: Any) -> None:
     require(isinstance(value, int) and value >= 1, option, value, "a positive integer")
+
+
+def positive_ints(prefix: str, **values: Any) -> None:
+    """`positive_int` for several options of one group (`prefix`: e.g. "images.")."""
+    for name, value in values.items():
+        positive_int(prefix + name, value)

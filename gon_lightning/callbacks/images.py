@@ -19,7 +19,7 @@ from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-from gon_lightning.errors import positive_int, require
+from gon_lightning.errors import positive_ints, require
 
 PANELS = ("reconstructions", "samples", "interpolations", "superres")
 
@@ -116,13 +116,13 @@ class ImagePanels(Callback):
         log_to_logger: bool = True,
     ) -> None:
         require(every_n_epochs >= 0, "images.every_n_epochs", every_n_epochs, ">= 0")
-        for option, value in (
-            ("num_images", num_images),
-            ("num_samples", num_samples),
-            ("interpolation_steps", interpolation_steps),
-            ("render_size", render_size),
-        ):
-            positive_int(f"images.{option}", value)
+        positive_ints(
+            "images.",
+            num_images=num_images,
+            num_samples=num_samples,
+            interpolation_steps=interpolation_steps,
+            render_size=render_size,
+        )
         self.every_n_epochs = every_n_epochs
         self.num_images = num_images
         self.num_samples = num_samples
@@ -192,12 +192,9 @@ class PredictionWriter(BasePredictionWriter):
         render_size: int = 64,
     ) -> None:
         super().__init__(write_interval="batch")
-        for option, value in (
-            ("num_samples", num_samples),
-            ("interpolation_steps", interpolation_steps),
-            ("render_size", render_size),
-        ):
-            positive_int(f"predictions.{option}", value)
+        positive_ints(
+            "predictions.", num_samples=num_samples, interpolation_steps=interpolation_steps, render_size=render_size
+        )
         self.output_dir = output_dir
         self.num_samples = num_samples
         self.interpolation_steps = interpolation_steps
