@@ -20,6 +20,8 @@ from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from gon_lightning.errors import positive_ints, require
+
 PANELS = ("reconstructions", "samples", "interpolations", "superres")
 
 
@@ -119,10 +121,15 @@ class ImagePanels(Callback):
         dirpath: str | None = None,
         log_to_logger: bool = True,
     ) -> None:
-        if every_n_epochs is not None and every_n_epochs < 0:
-            raise ValueError(f"images.every_n_epochs must be >= 0, got {every_n_epochs}")
-        if not 0 < max_time_share <= 1:
-            raise ValueError(f"images.max_time_share must be in (0, 1], got {max_time_share}")
+        require(every_n_epochs is None or every_n_epochs >= 0, "images.every_n_epochs", every_n_epochs, ">= 0 or null")
+        require(0 < max_time_share <= 1, "images.max_time_share", max_time_share, "in (0, 1]")
+        positive_ints(
+            "images.",
+            num_images=num_images,
+            num_samples=num_samples,
+            interpolation_steps=interpolation_steps,
+            render_size=render_size,
+        )
         self.every_n_epochs = every_n_epochs
         self.max_time_share = max_time_share
         self.num_images = num_images
@@ -200,7 +207,9 @@ class PredictionWriter(BasePredictionWriter):
 
     Args:
         output_dir: where files go; the CLI sets it to `<run>/predictions`.
-        num_samples, interpolation_steps, render_size: as in `ImagePanels`.
+        num_samples: images generated (models that sample).
+        interpolation_steps: images per interpolation row.
+        render_size: side of the super-resolution renders (models with `render(z, size)` only).
     """
 
     def __init__(
@@ -211,6 +220,9 @@ class PredictionWriter(BasePredictionWriter):
         render_size: int = 64,
     ) -> None:
         super().__init__(write_interval="batch")
+        positive_ints(
+            "predictions.", num_samples=num_samples, interpolation_steps=interpolation_steps, render_size=render_size
+        )
         self.output_dir = output_dir
         self.num_samples = num_samples
         self.interpolation_steps = interpolation_steps
