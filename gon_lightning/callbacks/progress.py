@@ -34,6 +34,8 @@ class EpochLog(Callback):
 
     def _print(self, trainer: pl.Trainer, means: dict[str, torch.Tensor]) -> None:
         shown = [f"{name.removesuffix('_epoch')} (epoch mean) {float(value):.4g}" for name, value in means.items()]
+        if not means and "train/loss" in trainer.callback_metrics:  # a model logging its own per-step values
+            shown.append(f"train/loss (last logged step) {float(trainer.callback_metrics['train/loss']):.4g}")
         if "val/sse" in trainer.callback_metrics:
             shown.append(f"val/sse {float(trainer.callback_metrics['val/sse']):.4g}")
         total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
