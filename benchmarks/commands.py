@@ -3,11 +3,17 @@
 process, which other jobs on a shared machine disturb less than wall time) and median wall seconds.
 
     python benchmarks/commands.py --rounds 3
+    python benchmarks/commands.py --rounds 5 --threads 1             # a shared CPU: no thread spinning
+    python benchmarks/commands.py --rounds 5 --threads 1 --baseline /tmp/base   # A/B against another checkout
+
+`--baseline DIR` runs every command a second time with the `gon_lightning` package of DIR (a checkout of another
+commit, e.g. `git worktree add /tmp/base main`) first on PYTHONPATH, interleaved with this checkout's runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import subprocess
@@ -16,12 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-QUICKSTART = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
+HERE = Path(__file__).resolve().parents[1]
+QUICKSTART = str(HERE / "configs" / "quickstart.yaml")
 
 
-def timed(command: list[str], cwd: str) -> tuple[float, float]:
+def timed(command: list[str], cwd: str, env: dict[str, str]) -> tuple[float, float]:
     before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env)
     wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
         raise SystemExit(f"failed: {' '.join(command)}\n{done.stderr[-3000:]}")
@@ -31,27 +38,38 @@ def timed(command: list[str], cwd: str) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of the commands (0: torch's default)")
+    parser.add_argument("--baseline", default=None, help="a checkout whose gon_lightning to compare with")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="gon-commands-")
     runs, cli = f"{work}/runs", [sys.executable, "-m", "gon_lightning"]
     fit = [*cli, "fit", "--config", QUICKSTART, "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0"]
     fit += ["--runs_root", runs]
-    timed(fit, work)  # a checkpoint to test, and the data cache every later command finds
+    env = {**os.environ, "PYTHONPATH": str(HERE)}
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    versions = {"": env}
+    if args.baseline:
+        versions["baseline "] = {**env, "PYTHONPATH": str(Path(args.baseline).resolve())}
+    timed(fit, work, env)  # a checkpoint to test, and the data cache every later command finds
     (checkpoint,) = Path(runs).glob("*/checkpoints/last.ckpt")
     commands = {
         "python -c 'import gon_lightning.cli'": [sys.executable, "-c", "import gon_lightning.cli"],
         "fit, 1 step": fit,
         "test last.ckpt": [*cli, "test", "--config", QUICKSTART, "--ckpt_path", str(checkpoint), "--runs_root", runs],
     }
-    seconds: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    seconds: dict[str, list[tuple[float, float]]] = {}
     for r in range(args.rounds):
         for name, command in commands.items():
-            seconds[name].append(timed(command, work))
+            for version, version_env in versions.items():
+                seconds.setdefault(version + name, []).append(timed(command, work, version_env))
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {v[-1][0]:.1f} s" for n, v in seconds.items()))
-    base = statistics.median(cpu for cpu, _ in seconds["python -c 'import gon_lightning.cli'"])
+    print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}, OMP_NUM_THREADS {args.threads or 'unset'}")
     for name, values in seconds.items():
+        version = "baseline " if name.startswith("baseline ") else ""
+        base = statistics.median(cpu for cpu, _ in seconds[version + "python -c 'import gon_lightning.cli'"])
         cpu, wall = statistics.median(c for c, _ in values), statistics.median(w for _, w in values)
-        print(f"  {name:<40} CPU {cpu:6.2f} s (beyond the import {cpu - base:+.2f} s), wall {wall:6.2f} s")
+        print(f"  {name:<50} CPU {cpu:6.2f} s (beyond the import {cpu - base:+.2f} s), wall {wall:6.2f} s")
 
 
 if __name__ == "__main__":

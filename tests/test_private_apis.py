@@ -116,3 +116,21 @@ def test_wandb_applies_launch_inputs_from_the_staging_module():
     source = inspect.getsource(inspect.unwrap(wandb_run.Run._detect_and_apply_job_inputs))  # ours wraps it
     assert "wandb.sdk.launch.inputs.internal" in source
     assert "self._detect_and_apply_job_inputs()" in inspect.getsource(wandb_run.Run._on_ready)
+
+
+def test_wandb_asks_util_whether_a_logged_value_is_a_data_frame():
+    from wandb import util
+    from wandb.sdk.data_types import utils
+
+    assert "util.is_pandas_data_frame(val)" in inspect.getsource(utils.val_to_json)  # looked up at each call
+    assert "import pandas" in inspect.getsource(inspect.unwrap(util.is_pandas_data_frame))  # ours wraps it
+
+
+def test_torch_nvml_cuda_check_loads_libnvidia_ml_and_falls_back_to_the_runtime():
+    import lightning_fabric
+
+    assert 'os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"' in inspect.getsource(lightning_fabric)
+    assert 'CDLL("libnvidia-ml.so.1")' in inspect.getsource(torch.cuda._raw_device_count_nvml)
+    assert "except OSError" in inspect.getsource(torch.cuda._device_count_nvml)
+    fallback = "torch._C._cuda_getDeviceCount() if nvml_count < 0 else nvml_count"
+    assert fallback in inspect.getsource(torch.cuda.device_count)

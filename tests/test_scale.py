@@ -240,3 +240,24 @@ def test_hot_loop_has_no_host_sync_and_channels_last_applies(mnist_root: Path, m
     assert counter.calls == [], counter.calls[:3]
     weight = model.decoder.net[3].weight  # a 4x4 transposed-convolution kernel
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
+def test_nvml_cuda_check_is_dropped_only_where_nvml_cannot_load(monkeypatch) -> None:
+    import ctypes
+
+    from gon_lightning.models import base
+
+    def no_library(name: str) -> None:
+        raise OSError(f"{name}: cannot open shared object file")
+
+    available = torch.cuda.is_available()
+    monkeypatch.setattr(ctypes, "CDLL", no_library)
+    monkeypatch.setenv(base.NVML_CHECK, "1")
+    base.skip_failing_nvml_check()
+    assert base.NVML_CHECK not in os.environ
+    assert torch.cuda.is_available() == available  # the answer torch's fallback gave anyway
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: object())  # a host with an NVIDIA driver
+    monkeypatch.setenv(base.NVML_CHECK, "1")
+    base.skip_failing_nvml_check()
+    assert os.environ[base.NVML_CHECK] == "1"

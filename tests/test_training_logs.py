@@ -142,3 +142,22 @@ def test_wandb_init_skips_the_launch_import_only_when_nothing_can_be_staged(monk
     monkeypatch.setitem(sys.modules, "wandb.sdk.launch.inputs.internal", object())
     wandb_run.Run._detect_and_apply_job_inputs("run")
     assert calls == ["run"]
+
+
+def test_wandb_log_imports_pandas_only_to_recognise_a_data_frame_that_can_exist(monkeypatch) -> None:
+    import sys
+
+    from wandb import util
+
+    from gon_lightning import runs
+
+    calls: list[object] = []
+    monkeypatch.setattr(util, "is_pandas_data_frame", lambda value: calls.append(value) or True)
+    runs.skip_pandas_import_for_media()
+    runs.skip_pandas_import_for_media()  # idempotent: wrapped once
+    monkeypatch.delitem(sys.modules, "pandas", raising=False)
+    assert util.is_pandas_data_frame("image") is False
+    assert calls == [] and "pandas" not in sys.modules
+    monkeypatch.setitem(sys.modules, "pandas", object())
+    assert util.is_pandas_data_frame("frame") is True
+    assert calls == ["frame"]

@@ -31,8 +31,11 @@ class RunConfigCallback(SaveConfigCallback):
         if trainer.is_global_zero:
             Path(self.run_dir).mkdir(parents=True, exist_ok=True)
             path = os.path.join(self.run_dir, self.filename)
-            self.parser.save(self.user_config, path, skip_none=False, overwrite=True, multifile=False)
-            resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+            # both were validated when parsed: validating each dump again took a tenth of a second per command
+            self.parser.save(
+                self.user_config, path, skip_unset=False, skip_validation=True, overwrite=True, multifile=False
+            )
+            resolved = yaml.safe_load(self.parser.dump(self.config, skip_unset=False, skip_validation=True))
             for logger in trainer.loggers:
                 logger.log_hyperparams({"config": resolved, "run_dir": self.run_dir})
             self.already_saved = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +19,27 @@ from gon_lightning.errors import MODEL, positive, positive_int, require
 from gon_lightning.nn import Activation, Norm
 
 NormEval = Literal["batch", "running"]
+NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+def skip_failing_nvml_check() -> None:
+    """Undo Lightning's NVML-based CUDA check where NVML cannot be loaded (no NVIDIA driver).
+
+    Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1, so `torch.cuda.is_available()` first loads
+    libnvidia-ml; without it the load fails, and is retried at every call (Adam's step calls it: about 0.03-0.4
+    ms per step on this CPU, with the machine's load) before torch falls back to the CUDA runtime's answer. Where
+    the library does not load, that fallback is always the answer, so the check is dropped; anywhere else
+    (GPU hosts, ROCm's own path) it stays.
+    """
+    if os.environ.get(NVML_CHECK) != "1" or torch.version.hip:
+        return
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")  # the library torch's NVML check loads
+    except OSError:
+        del os.environ[NVML_CHECK]
+
+
+skip_failing_nvml_check()
 
 
 @contextmanager
