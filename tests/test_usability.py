@@ -1,0 +1,67 @@
+"""What a Lightning + W&B researcher expects of the CLI, the run folder and the package (tiny GONs, no network)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from gon_lightning.cli import main
+from gon_lightning.runs import RUN_DIR_ENV, WANDB_ID_ENV
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_fit(data_root: Path, runs: Path, *extra: str, logger: str | None = "false") -> list[str]:
+    args = [
+        "fit",
+        "--model=GON",
+        "--model.init_args.nz=8",
+        "--model.init_args.ngf=4",
+        "--data=MNISTDataModule",
+        f"--data.init_args.root={data_root}",
+        "--data.init_args.batch_size=16",
+        "--data.init_args.download=false",
+        f"--runs_root={runs}",
+        "--trainer.accelerator=cpu",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.num_sanity_val_steps=0",
+        "--images.num_images=4",
+        "--images.num_samples=4",
+        "--images.interpolation_steps=3",
+    ]
+    if logger is not None:
+        args.append(f"--trainer.logger={logger}")
+    return args + list(extra)
+
+
+def only_run(runs: Path) -> Path:
+    (run,) = runs.iterdir()
+    return run
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (RUN_DIR_ENV, WANDB_ID_ENV, "WANDB_RESUME"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def umask_002():
+    previous = os.umask(0o002)
+    yield
+    os.umask(previous)
+
+
+def test_checkpoints_respect_the_umask(mnist_root: Path, tmp_path: Path, umask_002):
+    runs = tmp_path / "runs"
+    main(tiny_fit(mnist_root, runs))
+    checkpoints = list((only_run(runs) / "checkpoints").iterdir())
+    assert {p.name for p in checkpoints} >= {"last.ckpt"} and len(checkpoints) == 2
+    for path in checkpoints:  # group-writable like every other new file, not mkstemp's private 0600
+        assert stat.S_IMODE(path.stat().st_mode) == 0o664, path
+    assert stat.S_IMODE((only_run(runs) / "config.yaml").stat().st_mode) == 0o664
