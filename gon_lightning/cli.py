@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+import logging
 import os
 import sys
 import warnings
@@ -18,14 +19,16 @@ from typing import Any
 import yaml
 from jsonargparse import Namespace
 from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
+from pytorch_lightning.callbacks import ModelSummary, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins.io import CheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from gon_lightning.callbacks import (
     AtomicCheckpointIO,
     BestAndLastCheckpoint,
+    CompactModelSummary,
     EpochLog,
     ImagePanels,
     PredictionWriter,
@@ -49,6 +52,14 @@ from gon_lightning.runs import (
     short_name,
     wandb_offline,
 )
+
+
+def _no_advertising(record: logging.LogRecord) -> bool:
+    """Lightning's "💡 Tip: try installing litlogger / litmodels" lines: advertising, with no switch to turn it off."""
+    return not str(record.msg).startswith("💡 Tip:")
+
+
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_no_advertising)
 
 DEFAULT_LOGGER = {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"project": "gon-lightning"}}
 # model options that only change how a trained model is evaluated: given with --ckpt_path, they win over the
@@ -269,7 +280,17 @@ class GONLightningCLI(LightningCLI):
             else:  # logs and pipes: one plain line per epoch, no redrawn bars
                 kwargs.setdefault("enable_progress_bar", False)
                 callbacks.append(EpochLog())
-        return super().instantiate_trainer(plugins=plugins, callbacks=callbacks, **kwargs)
+        if trainer_config.get("enable_model_summary") is not False and not any(
+            isinstance(c, ModelSummary) for c in callbacks
+        ):
+            kwargs["enable_model_summary"] = False  # instead of Lightning's default summary, not beside it
+            callbacks.append(CompactModelSummary())
+        trainer = super().instantiate_trainer(plugins=plugins, callbacks=callbacks, **kwargs)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._wandb_init.get("anonymous") is None:
+                # Lightning passes anonymous=None, which wandb >= 0.19 warns about at every run
+                logger._wandb_init.pop("anonymous", None)
+        return trainer
 
     def _check_checkpoint(self) -> None:
         if self.checkpoint is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,17 @@ def test_checkpoints_respect_the_umask(mnist_root: Path, tmp_path: Path, umask_0
     for path in checkpoints:  # group-writable like every other new file, not mkstemp's private 0600
         assert stat.S_IMODE(path.stat().st_mode) == 0o664, path
     assert stat.S_IMODE((only_run(runs) / "config.yaml").stat().st_mode) == 0o664
+
+
+def test_console_is_quiet_and_honest(mnist_root: Path, tmp_path: Path):
+    # a fresh process, as a user runs it: Python's default warning filters, W&B (offline) not silenced
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_SILENT", "PYTHONWARNINGS")}
+    args = tiny_fit(mnist_root, tmp_path / "runs", "--trainer.enable_model_summary=true", logger=None)
+    result = subprocess.run(
+        [sys.executable, "-m", "gon_lightning", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "decoder" in out and "Trainable params" in out  # the summary is printed ...
+    for noise in ("FLOPs", "ModuleDict", "Tip:", "litlogger", "anonymous", "Warning", "warn", "deprecat"):
+        assert noise not in out, noise  # ... without empty rows, advertising or deprecation warnings

@@ -5,11 +5,13 @@ from gon_lightning.callbacks.compile import CompileModules
 from gon_lightning.callbacks.images import ImagePanels, PredictionWriter, make_panels
 from gon_lightning.callbacks.performance import ChannelsLast
 from gon_lightning.callbacks.progress import EpochLog, TrainingClock
+from gon_lightning.callbacks.summary import CompactModelSummary
 
 __all__ = [
     "AtomicCheckpointIO",
     "BestAndLastCheckpoint",
     "ChannelsLast",
+    "CompactModelSummary",
     "CompileModules",
     "EpochLog",
     "ImagePanels",
