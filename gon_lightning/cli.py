@@ -61,6 +61,7 @@ def _no_advertising(record: logging.LogRecord) -> bool:
 
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_no_advertising)
 
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"  # the repository's configs/, shipped inside the package
 DEFAULT_LOGGER = {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"project": "gon-lightning"}}
 # model options that only change how a trained model is evaluated: given with --ckpt_path, they win over the
 # checkpoint's values; any other model option given must agree with the checkpoint (see _keep_given_model_options)
@@ -331,13 +332,43 @@ class GONLightningCLI(LightningCLI):
             print(f"predictions written to {writer.output_dir}")
 
 
+def packaged_config(value: str) -> str:
+    """`--config NAME` (`vgon_cifar`, `ablations/gon_relu_mnist`) names a config shipped with the package, so the
+    published settings work from any directory; a file that exists at that path always wins."""
+    if Path(value).is_file():
+        return value
+    name = value.removeprefix("configs/")  # the repository's paths work outside a checkout too
+    path = PACKAGED_CONFIGS / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if path.is_file():
+        return str(path)
+    if not Path(value).suffix:  # a name, not a path: say which names exist
+        names = sorted(str(p.relative_to(PACKAGED_CONFIGS).with_suffix("")) for p in PACKAGED_CONFIGS.rglob("*.yaml"))
+        names = [name for name in names if not name.startswith("sweeps")]
+        raise UserError(f"--config {value}: no such file, and no packaged config of that name ({', '.join(names)})")
+    return value
+
+
+def resolve_config_names(args: list[str]) -> list[str]:
+    resolved = list(args)
+    for i, arg in enumerate(resolved):
+        if arg in ("--config", "-c") and i + 1 < len(resolved):
+            resolved[i + 1] = packaged_config(resolved[i + 1])
+        elif arg.startswith("--config="):
+            resolved[i] = "--config=" + packaged_config(arg.removeprefix("--config="))
+    return resolved
+
+
 def main(args: list[str] | None = None, run: bool = True) -> GONLightningCLI:
     """Entry point of `gon-lightning` and `python -m gon_lightning`; `args` and `run` serve tests."""
+    # the command line itself, with config names resolved, is handed to LightningCLI as `args`
+    warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended")
     # data is served from memory: worker processes would only add overhead
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     # a resumed run writes into its own existing checkpoints folder: that is the point, not a hazard
     warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
     try:
+        if args is None or isinstance(args, list):
+            args = resolve_config_names(sys.argv[1:] if args is None else args)
         cli = GONLightningCLI(
             ImageModel,
             ImageDataModule,

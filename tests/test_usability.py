@@ -81,3 +81,18 @@ def test_console_is_quiet_and_honest(mnist_root: Path, tmp_path: Path):
     assert "decoder" in out and "Trainable params" in out  # the summary is printed ...
     for noise in ("FLOPs", "ModuleDict", "Tip:", "litlogger", "anonymous", "Warning", "warn", "deprecat"):
         assert noise not in out, noise  # ... without empty rows, advertising or deprecation warnings
+
+
+def test_config_names_find_the_packaged_configs_from_any_directory(tmp_path: Path):
+    assert not Path("configs").exists()  # the cwd is an empty folder
+    for name, model, activation in (
+        ("vgon_cifar", "VariationalGON", "elu"),
+        ("configs/gon_mnist.yaml", "GON", "elu"),  # the repository's paths work outside a checkout too
+        ("ablations/gon_relu_mnist", "GON", "relu"),
+    ):
+        cli = main([f"--config={name}", "--data.root", str(tmp_path)], run=False)
+        assert type(cli.model).__name__ == model and cli.model.hparams.activation == activation, name
+    with pytest.raises(SystemExit) as raised:
+        main(["fit", "--config", "vgon_cifra"])
+    assert "--config vgon_cifra: no such file, and no packaged config" in str(raised.value.code)
+    assert "vgon_cifar" in str(raised.value.code) and "sweeps" not in str(raised.value.code)
