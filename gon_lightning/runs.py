@@ -49,7 +49,9 @@ def new_run_dir(root: str | Path, name: str) -> Path:
 
 
 def new_wandb_id() -> str:
-    return secrets.token_hex(4)
+    """A fresh W&B run id, or the one W&B chose: a sweep agent names its run in WANDB_RUN_ID (and W&B ignores any
+    other id), so checkpoints must record that one for a resume to continue the same run."""
+    return os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
 
 
 def wandb_logged_in() -> bool:

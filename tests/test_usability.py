@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 import subprocess
@@ -9,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gon_lightning.cli import main
-from gon_lightning.runs import RUN_DIR_ENV, WANDB_ID_ENV
+from gon_lightning.runs import RUN_DIR_ENV, WANDB_ID_ENV, load_checkpoint_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,3 +98,40 @@ def test_config_names_find_the_packaged_configs_from_any_directory(tmp_path: Pat
         main(["fit", "--config", "vgon_cifra"])
     assert "--config vgon_cifra: no such file, and no packaged config" in str(raised.value.code)
     assert "vgon_cifar" in str(raised.value.code) and "sweeps" not in str(raised.value.code)
+
+
+@pytest.mark.parametrize("sweep", sorted((REPO / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_sweep_commands_parse(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    """Every command line the W&B agent would run (wandb's own argument formatting) parses, values in place."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
+
+    config = yaml.safe_load(sweep.read_text())
+    assert config["method"] == "grid" and config["metric"] == {"name": "val/sse", "goal": "minimize"}
+    names = list(config["parameters"])
+    grid = list(itertools.product(*(config["parameters"][name]["values"] for name in names)))
+    assert len(grid) >= 2
+    for values in grid:
+        run = {"program": config["program"], "args": {n: {"value": v} for n, v in zip(names, values, strict=True)}}
+        macros = {**create_sweep_command_args(run), "env": ["/usr/bin/env"], "program": [run["program"]]}
+        command = []
+        for part in create_sweep_command(list(config["command"])):  # as wandb's agent expands the macros
+            command += macros[part[2:-1]] if part.startswith("${") else [part]
+        assert command[:3] == ["/usr/bin/env", "gon-lightning", "fit"], command
+        with pytest.raises(SystemExit) as exited:
+            main([*command[2:], f"--data.root={tmp_path}", "--print_config"])
+        assert exited.value.code in (0, None)
+        resolved = yaml.safe_load(capsys.readouterr().out)
+        for name, value in zip(names, values, strict=True):
+            section, *keys = name.split(".")
+            found = resolved[section]
+            for key in keys:
+                found = found[key]
+            assert found == value, (name, found, value)
+        assert resolved["trainer"]["max_epochs"] == 50 and resolved["model"]["class_path"].endswith(".GON")
+
+
+def test_a_sweep_agents_run_id_is_the_runs_id(mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("WANDB_RUN_ID", "sweeprun1")  # what `wandb agent` sets for each run it starts
+    main(tiny_fit(mnist_root, tmp_path / "runs", logger="CSVLogger"))
+    checkpoint = load_checkpoint_file(only_run(tmp_path / "runs") / "checkpoints" / "last.ckpt")
+    assert checkpoint["gon_lightning"]["wandb_id"] == "sweeprun1"  # a resume continues the sweep's run
