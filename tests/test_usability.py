@@ -135,3 +135,36 @@ def test_a_sweep_agents_run_id_is_the_runs_id(mnist_root: Path, tmp_path: Path, 
     main(tiny_fit(mnist_root, tmp_path / "runs", logger="CSVLogger"))
     checkpoint = load_checkpoint_file(only_run(tmp_path / "runs") / "checkpoints" / "last.ckpt")
     assert checkpoint["gon_lightning"]["wandb_id"] == "sweeprun1"  # a resume continues the sweep's run
+
+
+def readme_python_block(title: str) -> str:
+    section = (REPO / "README.md").read_text().split(f"## {title}\n", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.slow
+def test_readme_use_from_python_runs(tmp_path: Path):
+    """The README's "Use from Python" code, run as written against tiny runs made the way it says."""
+    small = ["--data.root=data", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
+    small += ["--trainer.limit_val_batches=1", "--trainer.logger=false", "--images.every_n_epochs=0"]
+    main(["fit", "--config", "quickstart", "--model.init_args.nz=8", "--model.init_args.ngf=4", *small])
+    main(
+        [
+            "fit",
+            "--config",
+            "implicit_gon_mnist",
+            "--data",
+            "MNIST5kDataModule",
+            "--model.init_args.widths=[16]",
+            *small,
+        ]
+    )
+    namespace: dict = {}
+    exec(compile(readme_python_block("Use from Python"), "README.md", "exec"), namespace)
+    x, small_x = namespace["x"], namespace["small"]
+    assert namespace["reconstructions"].shape == x.shape == (8, 1, 32, 32)
+    assert namespace["samples"].shape == (16, 1, 32, 32)
+    assert namespace["interpolations"].shape == (8, 4, 1, 32, 32)
+    assert namespace["renders"].shape == (4, 1, 4 * 28, 4 * 28) and small_x.shape == (4, 1, 28, 28)
+    for name in ("reconstructions", "samples", "interpolations", "superres"):
+        assert Path(f"{name}.png").stat().st_size > 0
