@@ -1,20 +1,25 @@
-"""Run folders, the W&B online/offline decision and checkpoint checks: the CLI's run bookkeeping.
+"""Run folders, the W&B online/offline decision and checkpoint rules: every decision the CLI acts on.
 
 Every run owns `runs/<model>-<data>-<YYYYmmdd-HHMMSS>[-N]/` holding `config.yaml`, `checkpoints/`, `images/`
-and the logger's files, so two runs never share (or clash over) a file (DESIGN trap 6).
+and the logger's files, so two runs never share (or clash over) a file (DESIGN trap 6). `--ckpt_path` resumes
+the run it came from: same folder, same W&B run. The functions here take and return plain values (or the
+config `Namespace` they fill in), so each rule is tested on its own; `gon_lightning.cli` only calls them.
 """
 
 from __future__ import annotations
 
+import importlib
 import netrc
 import os
 import secrets
+import sys
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import torch
+from jsonargparse import Namespace
 
 from gon_lightning.errors import UserError
 
@@ -22,10 +27,53 @@ CHECKPOINT_KEY = "gon_lightning"  # what gon-lightning adds to every checkpoint 
 CHECKPOINT_FORMAT = 1
 RUN_DIR_ENV = "GON_LIGHTNING_RUN_DIR"  # hands rank 0's run folder to the processes DDP launches
 WANDB_ID_ENV = "GON_LIGHTNING_WANDB_ID"
+# `--ckpt_path` values Lightning resolves itself (no file to check before the run)
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"  # the repository's configs/, shipped inside the package
+LIGHTNING_CKPT_PATHS = frozenset({"best", "hpc", "registry"})
+# model options that only change how a trained model is evaluated: given with --ckpt_path, they win over the
+# checkpoint's values; any other model option given must agree with the checkpoint (see keep_given_model_options)
+EVALUATION_OPTIONS = frozenset({"norm_eval", "eval_latent"})
+
+
+def packaged_config(value: str) -> str:
+    """`--config NAME` (`vgon_cifar`, `ablations/gon_relu_mnist`) names a config shipped with the package, so the
+    published settings work from any directory; a file that exists at that path always wins."""
+    if Path(value).is_file():
+        return value
+    name = value.removeprefix("configs/")  # the repository's paths work outside a checkout too
+    path = PACKAGED_CONFIGS / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if path.is_file():
+        return str(path)
+    if not Path(value).suffix:  # a name, not a path: say which names exist
+        names = sorted(str(p.relative_to(PACKAGED_CONFIGS).with_suffix("")) for p in PACKAGED_CONFIGS.rglob("*.yaml"))
+        names = [name for name in names if not name.startswith("sweeps")]
+        raise UserError(f"--config {value}: no such file, and no packaged config of that name ({', '.join(names)})")
+    return value
+
+
+def resolve_config_names(args: list[str]) -> list[str]:
+    """The command line with every `--config NAME` resolved by `packaged_config`."""
+    resolved = list(args)
+    for i, arg in enumerate(resolved):
+        if arg in ("--config", "-c") and i + 1 < len(resolved):
+            resolved[i + 1] = packaged_config(resolved[i + 1])
+        elif arg.startswith("--config="):
+            resolved[i] = "--config=" + packaged_config(arg.removeprefix("--config="))
+    return resolved
 
 
 def short_name(class_path: str, suffix: str = "") -> str:
     return class_path.rsplit(".", 1)[-1].removesuffix(suffix).lower()
+
+
+def run_name(config: Namespace) -> str:
+    """`<model>-<data>` (e.g. `vgon-cifar10`), the prefix of the config's run folders."""
+    return f"{short_name(config.model.class_path)}-{short_name(config.data.class_path, 'DataModule')}"
+
+
+def config_filename(subcommand: str | None) -> str:
+    """`config.yaml` for the training run; `test-config.yaml` etc. for later commands on the same run."""
+    return "config.yaml" if subcommand in (None, "fit") else f"{subcommand}-config.yaml"
 
 
 def is_launched_rank() -> bool:
@@ -122,3 +170,147 @@ def check_model_checkpoint(path: str | Path, checkpoint: dict[str, Any], model: 
             if part
         )
         raise UserError(f"checkpoint {path} does not fit this model ({detail}); check the model options in the config")
+
+
+def resolve_ckpt_path(ckpt_path: str, runs_root: str | Path, name: str) -> str:
+    """`last`: the newest `last.ckpt` of runs called `name` under `runs_root` (never a silent fresh start); a file
+    path must exist; Lightning's own values (`best`, `hpc`, `registry`) pass unchanged."""
+    if ckpt_path == "last":
+        pattern = f"{name}-*/checkpoints/last.ckpt"
+        found = sorted(Path(runs_root).glob(pattern), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise UserError(f"--ckpt_path last: nothing matches {Path(runs_root) / pattern}")
+        return str(found[-1])
+    if ckpt_path not in LIGHTNING_CKPT_PATHS and not Path(ckpt_path).is_file():
+        raise UserError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+    return ckpt_path
+
+
+def _class_of(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def keep_given_model_options(given: Namespace | None, model: Namespace, ckpt_path: str) -> None:
+    """Never silently drop a model option given with --ckpt_path (LightningCLI replaces the model options by the
+    checkpoint's, `model`): an evaluation option given wins (written into `model`); any other given option that
+    differs is refused. `given` holds only what the user gave (command line, --config), no defaults."""
+    if given is None:
+        return
+    conflicts = []
+    if given.get("class_path") and _class_of(given.class_path) is not _class_of(model.class_path):
+        stored, wanted = (path.rsplit(".", 1)[-1] for path in (model.class_path, given.class_path))
+        conflicts.append(f"model: checkpoint {stored}, given {wanted}")
+    else:
+        for key, value in (given.get("init_args") or Namespace()).items():
+            stored = model.init_args.get(key)
+            if value == stored:
+                continue
+            if key in EVALUATION_OPTIONS:
+                model.init_args[key] = value
+            else:
+                conflicts.append(f"model.init_args.{key}: checkpoint {stored}, given {value}")
+    if conflicts:
+        run_config = Path(ckpt_path).parent.parent / "config.yaml"
+        where = f" (--config {run_config} has them all)" if run_config.is_file() else ""
+        raise UserError(
+            f"--ckpt_path {ckpt_path} does not hold the model given: {'; '.join(conflicts)}. These options "
+            "decide what the checkpoint's weights mean (or whether they load) and how its training goes on; only "
+            f"{', '.join(sorted(EVALUATION_OPTIONS))} may differ from the checkpoint. Drop them or give the "
+            f"checkpoint's values{where}."
+        )
+
+
+def resolve_run(
+    runs_root: str | Path, name: str, ckpt_path: str | None, checkpoint: dict[str, Any] | None
+) -> tuple[Path, str | None]:
+    """The run folder (created) and W&B id of this command, shared with the ranks a DDP launcher starts.
+
+    A loaded checkpoint continues its run: the folder it lies in (wherever that was moved), else the folder it
+    records, and its W&B id. A process launched for rank > 0 reuses rank 0's folder; anything else starts a run.
+    """
+    if checkpoint is not None and ckpt_path is not None:
+        path = Path(ckpt_path)
+        info = checkpoint.get(CHECKPOINT_KEY) or {}
+        if path.parent.name == "checkpoints":
+            run_dir = path.parent.parent
+        elif info.get("run_dir") and Path(info["run_dir"]).is_dir():
+            run_dir = Path(info["run_dir"])
+        else:
+            run_dir = new_run_dir(runs_root, name)
+        wandb_id = info.get("wandb_id") or new_wandb_id()
+    elif is_launched_rank() and os.environ.get(RUN_DIR_ENV):
+        run_dir = Path(os.environ[RUN_DIR_ENV])
+        wandb_id = os.environ.get(WANDB_ID_ENV) or None
+    else:
+        run_dir, wandb_id = new_run_dir(runs_root, name), new_wandb_id()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    os.environ[RUN_DIR_ENV] = str(run_dir)  # processes launched for other ranks inherit it
+    os.environ[WANDB_ID_ENV] = wandb_id or ""
+    return run_dir, wandb_id
+
+
+def fill_run_paths(config: Namespace, run_dir: Path) -> None:
+    """Point every output the user left unset into the run folder; checkpoint loads default to weights only."""
+    config.trainer.default_root_dir = str(run_dir)
+    for group, key, folder in (
+        ("checkpoint", "dirpath", "checkpoints"),
+        ("images", "dirpath", "images"),
+        ("predictions", "output_dir", "predictions"),
+    ):
+        if config.get(group) is not None and config[group][key] is None:
+            config[group][key] = os.path.join(run_dir, folder)
+    if "weights_only" in config and config.weights_only is None:
+        config.weights_only = True
+
+
+def configure_loggers(logger: Any, run_dir: Path, wandb_id: str | None) -> None:
+    """Fill in the logger configs (`trainer.logger`: one, a list, or a bool) for this run.
+
+    W&B: files in the run folder, the folder's name, the run's id (a resume continues the W&B run), offline when
+    nobody is logged in (printing the sync command); log_model offline is refused. CSV and TensorBoard write
+    `<run>/logs/version_N`: a resume, test or predict of the run adds a version, never overwrites one.
+    """
+    items = logger if isinstance(logger, list) else [logger]
+    for item in items:
+        if not (isinstance(item, Namespace) and "class_path" in item):
+            continue
+        args = item.init_args if "init_args" in item else Namespace()
+        item.init_args = args
+        name = item.class_path.rsplit(".", 1)[-1]
+        if name == "WandbLogger":
+            if args.get("save_dir") in (None, ".") and not args.get("dir"):
+                args.save_dir = str(run_dir)
+            if args.get("name") is None:
+                args.name = run_dir.name
+            args.id = wandb_id
+            if not args.get("offline") and wandb_offline():
+                args.offline = True
+            if args.get("offline") and args.get("log_model"):
+                raise UserError(
+                    "trainer.logger.log_model needs an online W&B run, but W&B is offline (WANDB_MODE, or not "
+                    f"logged in). Checkpoints stay in {run_dir}/checkpoints; `wandb login`, or drop log_model."
+                )
+            if args.get("offline"):
+                sync = f"wandb sync {run_dir}/wandb/offline-run-*"
+                print(f"W&B offline: logging to {run_dir}/wandb (upload later: `{sync}`)", file=sys.stderr)
+            os.environ.setdefault("WANDB_RESUME", "allow")  # the same id continues the same W&B run
+        elif name in ("CSVLogger", "TensorBoardLogger") and args.get("save_dir") in (None, ".", "runs"):
+            args.save_dir = str(run_dir)
+            args.name = "logs"
+
+
+def stopped_message(info: dict[str, Any] | None) -> str | int:
+    """What a run stopped by a signal exits with: a message before training began, else (after printing where the
+    checkpoint is and the command that resumes from it) 130 for SIGINT, 143 for SIGTERM."""
+    if not info:
+        return "gon-lightning: stopped by a signal before training began; no checkpoint written"
+    run_dir = Path(info["checkpoint"]).parent.parent
+    print(
+        f"gon-lightning: {info['signal']} received: stopped at step {info['step']}; checkpoint saved to "
+        f"{info['checkpoint']}\nresume with: gon-lightning fit --config {run_dir / 'config.yaml'} "
+        f"--ckpt_path {info['checkpoint']}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 130 if info["signal"] == "SIGINT" else 143

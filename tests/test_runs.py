@@ -121,6 +121,7 @@ def test_csv_logger_one_flag_away(trained):
     assert not (run / "wandb").exists()
 
 
+@pytest.mark.equality
 @pytest.mark.slow
 def test_resume_continues_the_run_exactly(mnist_root: Path, tmp_path: Path):
     straight, split = tmp_path / "straight", tmp_path / "split"

@@ -1,10 +1,12 @@
-"""Callbacks and plugins of the gon-lightning CLI: image panels, predict outputs, checkpoint safety, progress."""
+"""Callbacks and plugins of the gon-lightning CLI: image panels, predict outputs, checkpoint safety, progress,
+the run's config and test metrics files."""
 
 from gon_lightning.callbacks.checkpointing import AtomicCheckpointIO, BestAndLastCheckpoint, RunState
 from gon_lightning.callbacks.compile import CompileModules
 from gon_lightning.callbacks.images import ImagePanels, PredictionWriter, make_panels
 from gon_lightning.callbacks.performance import ChannelsLast
 from gon_lightning.callbacks.progress import EpochLog, TrainingClock
+from gon_lightning.callbacks.run_files import RunConfigCallback, SaveTestMetrics
 from gon_lightning.callbacks.summary import CompactModelSummary
 
 __all__ = [
@@ -16,7 +18,9 @@ __all__ = [
     "EpochLog",
     "ImagePanels",
     "PredictionWriter",
+    "RunConfigCallback",
     "RunState",
+    "SaveTestMetrics",
     "TrainingClock",
     "make_panels",
 ]
