@@ -39,6 +39,7 @@ from gon_lightning.callbacks import (
     RunState,
     SaveTestMetrics,
     TrainingClock,
+    WandbRunSummary,
 )
 
 # importing the packages registers every model and DataModule, so configs may use short class names
@@ -54,7 +55,11 @@ def _no_advertising(record: logging.LogRecord) -> bool:
 
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_no_advertising)
 
-DEFAULT_LOGGER = {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"project": "gon-lightning"}}
+# W&B, and beside it a CSV of every metric in the run folder (<run>/logs/version_N/metrics.csv): readable offline
+DEFAULT_LOGGERS = [
+    {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"project": "gon-lightning"}},
+    {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "."}},
+]
 
 
 class GONLightningCLI(LightningCLI):
@@ -66,7 +71,11 @@ class GONLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # image shape is a property of the data: configs never state it twice
         parser.link_arguments("data.dims", "model.init_args.image_shape", apply_on="instantiate")
-        parser.add_argument("--runs_root", default="runs", help="Folder under which each run gets its own folder.")
+        parser.add_argument(
+            "--runs_root",
+            default=runs.DEFAULT_RUNS_ROOT,
+            help="Folder under which each run gets its own folder (--trainer.default_root_dir says the same).",
+        )
         parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -83,8 +92,9 @@ class GONLightningCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        config = self.config[subcommand] if subcommand else None
-        if config is None or not config.get("ckpt_path"):
+        config = self.config[subcommand] if subcommand else self.config
+        runs.honour_default_root_dir(config)
+        if not subcommand or not config.get("ckpt_path"):
             return
         config.ckpt_path = runs.resolve_ckpt_path(config.ckpt_path, config.runs_root, runs.run_name(config))
         if config.ckpt_path not in runs.LIGHTNING_CKPT_PATHS:
@@ -103,7 +113,7 @@ class GONLightningCLI(LightningCLI):
             config.runs_root, runs.run_name(config), config.get("ckpt_path"), self.checkpoint
         )
         runs.fill_run_paths(config, self.run_dir)
-        runs.configure_loggers(config.trainer.logger, self.run_dir, self.wandb_id)
+        runs.configure_loggers(config.trainer.logger, self.run_dir, self.wandb_id, runs.run_name(config))
         self.save_config_kwargs = {
             **self.save_config_kwargs,
             "user_config": user_config,
@@ -117,7 +127,7 @@ class GONLightningCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())
         callbacks = _as_list(config.trainer.get("callbacks"))
-        callbacks += [RunState(self.run_dir, self.wandb_id), TrainingClock(), SaveTestMetrics()]
+        callbacks += [RunState(self.run_dir, self.wandb_id), TrainingClock(), SaveTestMetrics(), WandbRunSummary()]
         if config.trainer.get("enable_progress_bar") is not False and not any(
             isinstance(c, ProgressBar) for c in callbacks
         ):
@@ -184,7 +194,7 @@ def main(args: list[str] | None = None, run: bool = True) -> GONLightningCLI:
             trainer_defaults={
                 # GON-family evaluation takes gradients at the origin; inference mode forbids that
                 "inference_mode": False,
-                "logger": DEFAULT_LOGGER,
+                "logger": DEFAULT_LOGGERS,
             },
             args=args,
             run=run,

@@ -29,6 +29,7 @@ RUN_DIR_ENV = "GON_LIGHTNING_RUN_DIR"  # hands rank 0's run folder to the proces
 WANDB_ID_ENV = "GON_LIGHTNING_WANDB_ID"
 # `--ckpt_path` values Lightning resolves itself (no file to check before the run)
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"  # the repository's configs/, shipped inside the package
+DEFAULT_RUNS_ROOT = "runs"
 LIGHTNING_CKPT_PATHS = frozenset({"best", "hpc", "registry"})
 # model options that only change how a trained model is evaluated: given with --ckpt_path, they win over the
 # checkpoint's values; any other model option given must agree with the checkpoint (see keep_given_model_options)
@@ -172,6 +173,20 @@ def check_model_checkpoint(path: str | Path, checkpoint: dict[str, Any], model: 
         raise UserError(f"checkpoint {path} does not fit this model ({detail}); check the model options in the config")
 
 
+def honour_default_root_dir(config: Namespace) -> None:
+    """`--trainer.default_root_dir DIR` (Lightning's root of all outputs) is where run folders go, as `--runs_root`;
+    the trainer's own default_root_dir then becomes the run folder. Both given and different is an error."""
+    root = config.trainer.get("default_root_dir")
+    if root is None:
+        return
+    if config.runs_root != DEFAULT_RUNS_ROOT and Path(config.runs_root) != Path(root):
+        raise UserError(
+            f"--trainer.default_root_dir {root} and --runs_root {config.runs_root} both say where run folders go: "
+            "give one of them"
+        )
+    config.runs_root = str(root)
+
+
 def resolve_ckpt_path(ckpt_path: str, runs_root: str | Path, name: str) -> str:
     """`last`: the newest `last.ckpt` of runs called `name` under `runs_root` (never a silent fresh start); a file
     path must exist; Lightning's own values (`best`, `hpc`, `registry`) pass unchanged."""
@@ -264,10 +279,11 @@ def fill_run_paths(config: Namespace, run_dir: Path) -> None:
         config.weights_only = True
 
 
-def configure_loggers(logger: Any, run_dir: Path, wandb_id: str | None) -> None:
+def configure_loggers(logger: Any, run_dir: Path, wandb_id: str | None, group: str | None = None) -> None:
     """Fill in the logger configs (`trainer.logger`: one, a list, or a bool) for this run.
 
-    W&B: files in the run folder, the folder's name, the run's id (a resume continues the W&B run), offline when
+    W&B: files in the run folder, the folder's name, the run's id (a resume continues the W&B run), the group
+    `<model>-<data>` and those two as tags unless given (dashboards filter on them), offline when
     nobody is logged in (printing the sync command); log_model offline is refused. CSV and TensorBoard write
     `<run>/logs/version_N`: a resume, test or predict of the run adds a version, never overwrites one.
     """
@@ -284,6 +300,10 @@ def configure_loggers(logger: Any, run_dir: Path, wandb_id: str | None) -> None:
             if args.get("name") is None:
                 args.name = run_dir.name
             args.id = wandb_id
+            if group and args.get("group") is None:
+                args.group = group
+            if group and args.get("tags") is None:
+                args.tags = group.split("-", 1)
             if not args.get("offline") and wandb_offline():
                 args.offline = True
             if args.get("offline") and args.get("log_model"):

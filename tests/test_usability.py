@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
 import os
 import stat
@@ -168,3 +169,52 @@ def test_readme_use_from_python_runs(tmp_path: Path):
     assert namespace["renders"].shape == (4, 1, 4 * 28, 4 * 28) and small_x.shape == (4, 1, 28, 28)
     for name in ("reconstructions", "samples", "interpolations", "superres"):
         assert Path(f"{name}.png").stat().st_size > 0
+
+
+def test_default_run_keeps_a_csv_of_metrics_and_a_clean_wandb_run(
+    mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import wandb
+
+    import gon_lightning.cli
+
+    monkeypatch.setattr(gon_lightning.cli, "_finish_wandb", lambda: None)  # keep the run open to read it
+    try:
+        main(tiny_fit(mnist_root, tmp_path / "runs", "--trainer.max_epochs=2", logger=None))  # the default loggers
+        run = wandb.run
+        summary, config, tags, group = dict(run.summary._as_dict()), dict(run.config), run.tags, run.group
+    finally:
+        wandb.finish()
+    folder = only_run(tmp_path / "runs")
+    # metrics readable without W&B: a CSV in the run folder, one row per validation
+    rows = list(csv.DictReader((folder / "logs" / "version_0" / "metrics.csv").open()))
+    val_sse = [float(row["val/sse"]) for row in rows if row.get("val/sse")]
+    assert len(val_sse) == 2
+    # the summary keeps the best val/sse beside the last, and the best checkpoint with its score
+    assert summary["val/sse"] == {"min": pytest.approx(min(val_sse)), "last": pytest.approx(val_sse[-1])}
+    best = Path(summary["best/checkpoint"])
+    assert best.parent == folder / "checkpoints" and best.is_file()
+    assert summary["best/val_sse"] == pytest.approx(min(val_sse))
+    # dashboards can filter by model and data
+    assert group == "gon-mnist" and set(tags) == {"gon", "mnist"}
+    # the config once, nested, without nulls or LightningCLI internals
+    assert set(config) == {"config", "run_dir"}, sorted(config)
+    assert config["config"]["model"]["init_args"]["nz"] == 8
+
+    def nulls(tree: object) -> bool:
+        if isinstance(tree, dict):
+            return any(value is None or nulls(value) for value in tree.values())
+        return isinstance(tree, list) and any(nulls(item) for item in tree)
+
+    assert not nulls(config["config"]) and "_instantiator" not in str(config)
+
+
+def test_default_root_dir_is_where_run_folders_go(mnist_root: Path, tmp_path: Path):
+    args = [arg for arg in tiny_fit(mnist_root, tmp_path / "runs") if not arg.startswith("--runs_root")]
+    main([*args, f"--trainer.default_root_dir={tmp_path / 'mine'}"])
+    run = only_run(tmp_path / "mine")
+    assert (run / "checkpoints" / "last.ckpt").is_file() and not (tmp_path / "runs").exists()
+    with pytest.raises(SystemExit) as raised:  # two different answers to one question
+        main([*tiny_fit(mnist_root, tmp_path / "runs"), f"--trainer.default_root_dir={tmp_path / 'other'}"])
+    assert "--trainer.default_root_dir" in str(raised.value.code) and "--runs_root" in str(raised.value.code)
+    assert not (tmp_path / "other").exists() and not (tmp_path / "runs").exists()

@@ -6,7 +6,7 @@ from gon_lightning.callbacks.compile import CompileModules
 from gon_lightning.callbacks.images import ImagePanels, PredictionWriter, make_panels
 from gon_lightning.callbacks.performance import ChannelsLast
 from gon_lightning.callbacks.progress import EpochLog, TrainingClock
-from gon_lightning.callbacks.run_files import RunConfigCallback, SaveTestMetrics
+from gon_lightning.callbacks.run_files import RunConfigCallback, SaveTestMetrics, WandbRunSummary
 from gon_lightning.callbacks.summary import CompactModelSummary
 
 __all__ = [
@@ -22,5 +22,6 @@ __all__ = [
     "RunState",
     "SaveTestMetrics",
     "TrainingClock",
+    "WandbRunSummary",
     "make_panels",
 ]
