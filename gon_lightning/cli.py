@@ -157,9 +157,8 @@ class GONLightningCLI(LightningCLI):
 
     def after_fit(self) -> None:
         if self.trainer.is_global_zero:
-            checkpoint = self.trainer.checkpoint_callback
-            last = Path(checkpoint.dirpath) / "last.ckpt" if checkpoint and checkpoint.dirpath else None
-            print(f"run folder: {self.run_dir}" + (f"  (last checkpoint: {last})" if last and last.exists() else ""))
+            images = next((c.dirpath for c in self.trainer.callbacks if isinstance(c, ImagePanels)), None)
+            print(runs.fit_summary(self.run_dir, self.trainer, images), flush=True)
 
     def after_predict(self) -> None:
         writer = next((c for c in self.trainer.callbacks if isinstance(c, PredictionWriter)), None)

@@ -12,6 +12,7 @@ import importlib
 import netrc
 import os
 import secrets
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -318,6 +319,28 @@ def configure_loggers(logger: Any, run_dir: Path, wandb_id: str | None, group: s
         elif name in ("CSVLogger", "TensorBoardLogger") and args.get("save_dir") in (None, ".", "runs"):
             args.save_dir = str(run_dir)
             args.name = "logs"
+
+
+def fit_summary(run_dir: Path, trainer: Any, images: str | None = None) -> str:
+    """What to look at and run next, printed when `fit` ends: the best checkpoint and its score, the images, and
+    the exact commands that test it and that train on from the last checkpoint."""
+    checkpoint = trainer.checkpoint_callback
+    config = shlex.quote(str(run_dir / "config.yaml"))
+    lines = [f"run folder: {run_dir}"]
+    last = Path(checkpoint.dirpath) / "last.ckpt" if checkpoint is not None and checkpoint.dirpath else None
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    if best and checkpoint.best_model_score is not None:
+        lines.append(f"best {checkpoint.monitor}: {float(checkpoint.best_model_score):.4f}  {best}")
+    if images and Path(images).is_dir():
+        lines.append(f"images: {images}")
+    tested = best or (str(last) if last and last.is_file() else "")
+    if tested:
+        lines.append(f"test it: gon-lightning test --config {config} --ckpt_path {shlex.quote(tested)}")
+    if last and last.is_file():
+        finished = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch
+        more = f" --trainer.max_epochs {2 * trainer.max_epochs}" if finished else ""
+        lines.append(f"train on: gon-lightning fit --config {config} --ckpt_path {shlex.quote(str(last))}{more}")
+    return "\n".join(lines)
 
 
 def stopped_message(info: dict[str, Any] | None) -> str | int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import os
+import shlex
 import stat
 import subprocess
 import sys
@@ -218,3 +220,20 @@ def test_default_root_dir_is_where_run_folders_go(mnist_root: Path, tmp_path: Pa
         main([*tiny_fit(mnist_root, tmp_path / "runs"), f"--trainer.default_root_dir={tmp_path / 'other'}"])
     assert "--trainer.default_root_dir" in str(raised.value.code) and "--runs_root" in str(raised.value.code)
     assert not (tmp_path / "other").exists() and not (tmp_path / "runs").exists()
+
+
+def test_fit_ends_saying_what_next_and_its_commands_work(mnist_root: Path, tmp_path: Path, capsys):
+    main(tiny_fit(mnist_root, tmp_path / "runs"))
+    out = capsys.readouterr().out
+    folder = only_run(tmp_path / "runs")
+    lines = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in out.splitlines() if ":" in line}
+    (best,) = (folder / "checkpoints").glob("epoch*.ckpt")
+    assert lines["best val/sse"].endswith(str(best)) and lines["images"] == str(folder / "images")
+    test, train_on = shlex.split(lines["test it"]), shlex.split(lines["train on"])
+    assert test[:2] == ["gon-lightning", "test"] and test[-1] == str(best)
+    assert train_on[-2:] == ["--trainer.max_epochs", "2"]  # training finished: train on means more epochs
+    main(test[1:])  # the commands run as printed
+    assert json.loads((folder / "test_metrics.json").read_text())["checkpoint"] == str(best)
+    main(train_on[1:])
+    assert load_checkpoint_file(folder / "checkpoints" / "last.ckpt")["global_step"] == 4
+    assert only_run(tmp_path / "runs") == folder  # the same run went on
