@@ -40,6 +40,7 @@ from gon_lightning.callbacks import (
     SaveTestMetrics,
     TrainingClock,
     WandbRunSummary,
+    WorstReconstructions,
 )
 
 # importing the packages registers every model and DataModule, so configs may use short class names
@@ -128,6 +129,7 @@ class GONLightningCLI(LightningCLI):
             plugins.append(AtomicCheckpointIO())
         callbacks = _as_list(config.trainer.get("callbacks"))
         callbacks += [RunState(self.run_dir, self.wandb_id), TrainingClock(), SaveTestMetrics(), WandbRunSummary()]
+        callbacks.append(WorstReconstructions())
         if config.trainer.get("enable_progress_bar") is not False and not any(
             isinstance(c, ProgressBar) for c in callbacks
         ):

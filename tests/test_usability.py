@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+import torchvision
 import yaml
 
 from gon_lightning.cli import main
@@ -237,3 +239,75 @@ def test_fit_ends_saying_what_next_and_its_commands_work(mnist_root: Path, tmp_p
     main(train_on[1:])
     assert load_checkpoint_file(folder / "checkpoints" / "last.ckpt")["global_step"] == 4
     assert only_run(tmp_path / "runs") == folder  # the same run went on
+
+
+def read_png(path: Path) -> torch.Tensor:
+    return torchvision.io.decode_png(torchvision.io.read_file(str(path)))
+
+
+def test_one_epoch_numbering_and_readable_panels_of_that_epochs_gaussian(
+    mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    from pytorch_lightning.loggers import WandbLogger
+
+    from gon_lightning.callbacks import ImagePanels
+
+    logged, gaussians = [], []
+    log_image = WandbLogger.log_image
+
+    def log_image_spy(self, key, images, **kw):
+        logged.append((key, images, kw))
+        return log_image(self, key, images, **kw)
+
+    monkeypatch.setattr(WandbLogger, "log_image", log_image_spy)
+    draw = ImagePanels.draw
+
+    def spy(self, trainer, model, tag):  # the Gaussian the samples are drawn from, and this epoch's latents
+        gaussians.append((model.latent_mean.clone(), (model.latent_sum / model.latent_count).float()))
+        return draw(self, trainer, model, tag)
+
+    monkeypatch.setattr(ImagePanels, "draw", spy)
+    main(tiny_fit(mnist_root, tmp_path / "runs", "--trainer.max_epochs=2", logger=None))
+    folder = only_run(tmp_path / "runs")
+    # epochs numbered from 0 everywhere, as Lightning does: the second (last) epoch is epoch 1
+    assert "epoch 1/1 step 4" in capsys.readouterr().out
+    assert {p.name.split("-")[0] for p in (folder / "checkpoints").glob("epoch*")} == {"epoch0001"}
+    assert {p.stem.rsplit("-", 1)[1] for p in (folder / "images").glob("*.png")} == {"epoch0000", "epoch0001"}
+    captions = {kw["caption"][0] for key, _, kw in logged if kw["step"] == 4}
+    assert captions and all(caption.startswith("epoch 1: ") for caption in captions)
+    # captions say what the rows are; panels are enlarged (nearest) to a readable size
+    (recon,) = [(images[0], kw) for key, images, kw in logged if key == "images/reconstructions" and kw["step"] == 4]
+    assert "originals" in recon[1]["caption"][0] and "reconstructions" in recon[1]["caption"][0]
+    saved = read_png(folder / "images" / "reconstructions-epoch0001.png")
+    factor = recon[0].shape[1] // saved.shape[-1]
+    assert recon[0].shape[1] >= 512 and factor >= 2
+    assert (torch.from_numpy(recon[0][::factor, ::factor, 0]) == saved[0]).all()  # nearest: pixels repeated
+    # each epoch's samples come from that epoch's Gaussian (fitted before callbacks and checkpoints see it)
+    assert len(gaussians) == 2
+    for fitted, this_epoch in gaussians:
+        assert torch.allclose(fitted.float(), this_epoch, atol=1e-6)
+    last = load_checkpoint_file(folder / "checkpoints" / "last.ckpt")["state_dict"]
+    assert torch.allclose(last["latent_mean"], last["latent_sum"] / last["latent_count"])
+
+
+def test_test_lists_the_worst_reconstructions(mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from pytorch_lightning.loggers import WandbLogger
+
+    tables = []
+    record = lambda _, key, columns, data, **kw: tables.append((key, columns, data))  # noqa: E731
+    monkeypatch.setattr(WandbLogger, "log_table", record)
+    main(tiny_fit(mnist_root, tmp_path / "runs"))
+    folder = only_run(tmp_path / "runs")
+    args = ["test", f"--config={folder / 'config.yaml'}", f"--ckpt_path={folder / 'checkpoints' / 'last.ckpt'}"]
+    main([*args, "--trainer.logger+=WandbLogger", "--trainer.limit_test_batches=2"])
+    rows = list(csv.DictReader((folder / "worst_reconstructions.csv").open()))
+    sse = [float(row["sse"]) for row in rows]
+    assert len(rows) == 16 and sse == sorted(sse, reverse=True)  # worst first, of the 32 test images seen
+    assert len({row["test_index"] for row in rows}) == 16 and all(0 <= int(row["test_index"]) < 32 for row in rows)
+    mean = json.loads((folder / "test_metrics.json").read_text())["metrics"]["test/sse"]
+    assert sse[0] >= mean  # the worst is at least the mean
+    for row in rows:  # original beside reconstruction
+        image = read_png(folder / row["image"])
+        assert image.shape[-1] == 2 * 32 + 3 and image.shape[-2] == 32 + 2
+    ((key, columns, data),) = tables
+    assert key == "test/worst_reconstructions" and columns[:3] == ["rank", "test index", "sse"] and len(data) == 16

@@ -8,6 +8,7 @@ from gon_lightning.callbacks.performance import ChannelsLast
 from gon_lightning.callbacks.progress import EpochLog, TrainingClock
 from gon_lightning.callbacks.run_files import RunConfigCallback, SaveTestMetrics, WandbRunSummary
 from gon_lightning.callbacks.summary import CompactModelSummary
+from gon_lightning.callbacks.worst import WorstReconstructions
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -23,5 +24,6 @@ __all__ = [
     "SaveTestMetrics",
     "TrainingClock",
     "WandbRunSummary",
+    "WorstReconstructions",
     "make_panels",
 ]

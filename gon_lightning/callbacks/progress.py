@@ -12,7 +12,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 
 class EpochLog(Callback):
-    """Prints `epoch 3/10 step 375 train/sse 1.23 val/sse 1.41 (12.3 s)` after each epoch, flushed."""
+    """Prints `epoch 3/9 step 500 train/sse 1.23 val/sse 1.41 (12.3 s)` after each epoch (the 4th of 10), flushed."""
 
     @rank_zero_only
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -30,10 +30,11 @@ class EpochLog(Callback):
         shown = " ".join(
             f"{name} {float(metrics[name]):.4g}" for name in ("train/loss", "train/sse", "val/sse") if name in metrics
         )
-        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
+        # numbered from 0 as Lightning does everywhere (its progress bar, checkpoint names, the logged `epoch`)
+        last = trainer.max_epochs - 1 if trainer.max_epochs and trainer.max_epochs > 0 else "?"
         elapsed = time.perf_counter() - getattr(self, "_start", time.perf_counter())
         print(
-            f"epoch {trainer.current_epoch + 1}/{total} step {trainer.global_step} {shown} ({elapsed:.1f} s)",
+            f"epoch {trainer.current_epoch}/{last} step {trainer.global_step} {shown} ({elapsed:.1f} s)",
             flush=True,
         )
 
