@@ -56,11 +56,8 @@ def _no_advertising(record: logging.LogRecord) -> bool:
 
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_no_advertising)
 
-# W&B, and beside it a CSV of every metric in the run folder (<run>/logs/version_N/metrics.csv): readable offline
-DEFAULT_LOGGERS = [
-    {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"project": "gon-lightning"}},
-    {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "."}},
-]
+# W&B; runs.configure_loggers puts a CSVLogger beside it (a list default would break `--trainer.logger CSVLogger`)
+DEFAULT_LOGGER = {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"project": "gon-lightning"}}
 
 
 class GONLightningCLI(LightningCLI):
@@ -114,6 +111,7 @@ class GONLightningCLI(LightningCLI):
             config.runs_root, runs.run_name(config), config.get("ckpt_path"), self.checkpoint
         )
         runs.fill_run_paths(config, self.run_dir)
+        config.trainer.logger = runs.with_csv_beside_wandb(config.trainer.logger)
         runs.configure_loggers(config.trainer.logger, self.run_dir, self.wandb_id, runs.run_name(config))
         self.save_config_kwargs = {
             **self.save_config_kwargs,
@@ -195,7 +193,7 @@ def main(args: list[str] | None = None, run: bool = True) -> GONLightningCLI:
             trainer_defaults={
                 # GON-family evaluation takes gradients at the origin; inference mode forbids that
                 "inference_mode": False,
-                "logger": DEFAULT_LOGGERS,
+                "logger": DEFAULT_LOGGER,
             },
             args=args,
             run=run,

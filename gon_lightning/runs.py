@@ -280,6 +280,15 @@ def fill_run_paths(config: Namespace, run_dir: Path) -> None:
         config.weights_only = True
 
 
+def with_csv_beside_wandb(logger: Any) -> Any:
+    """A lone W&B logger (the default) gets a CSVLogger beside it, so the metrics are readable without W&B
+    (`<run>/logs/version_N/metrics.csv`). A list of loggers is taken as given: `[WandbLogger]` is W&B alone."""
+    if isinstance(logger, Namespace) and logger.get("class_path", "").rsplit(".", 1)[-1] == "WandbLogger":
+        csv = Namespace(class_path="pytorch_lightning.loggers.CSVLogger", init_args=Namespace(save_dir="."))
+        return [logger, csv]
+    return logger
+
+
 def configure_loggers(logger: Any, run_dir: Path, wandb_id: str | None, group: str | None = None) -> None:
     """Fill in the logger configs (`trainer.logger`: one, a list, or a bool) for this run.
 

@@ -101,8 +101,7 @@ def test_offline_wandb_run_folder_holds_config_checkpoints_metrics_images(mnist_
     run = only_run(runs)
     assert run.name.startswith("gon-mnist-")
     config = yaml.safe_load((run / "config.yaml").read_text())
-    loggers = [logger["class_path"].rsplit(".", 1)[-1] for logger in config["trainer"]["logger"]]
-    assert loggers == ["WandbLogger", "CSVLogger"]  # W&B, and a CSV of the metrics beside it
+    assert config["trainer"]["logger"]["class_path"].endswith("WandbLogger")
     assert config["ckpt_path"] is None and config["checkpoint"]["dirpath"] is None  # no run-specific paths saved
     checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints and any(name.startswith("epoch0000-val_sse") for name in checkpoints)

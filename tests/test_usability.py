@@ -311,3 +311,9 @@ def test_test_lists_the_worst_reconstructions(mnist_root: Path, tmp_path: Path, 
         assert image.shape[-1] == 2 * 32 + 3 and image.shape[-2] == 32 + 2
     ((key, columns, data),) = tables
     assert key == "test/worst_reconstructions" and columns[:3] == ["rank", "test index", "sse"] and len(data) == 16
+
+
+def test_a_list_of_loggers_is_taken_as_given(mnist_root: Path, tmp_path: Path):
+    main(tiny_fit(mnist_root, tmp_path / "runs", logger="[WandbLogger]"))
+    folder = only_run(tmp_path / "runs")
+    assert (folder / "wandb").is_dir() and not (folder / "logs").exists()
