@@ -56,7 +56,7 @@ def _no_advertising(record: logging.LogRecord) -> bool:
 
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_no_advertising)
 
-# W&B; runs.configure_loggers puts a CSVLogger beside it (a list default would break `--trainer.logger CSVLogger`)
+# W&B; runs.with_csv_beside_wandb puts a CSVLogger beside it (a list here would break `--trainer.logger CSVLogger`)
 DEFAULT_LOGGER = {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"project": "gon-lightning"}}
 
 
@@ -126,8 +126,8 @@ class GONLightningCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())
         callbacks = _as_list(config.trainer.get("callbacks"))
-        callbacks += [RunState(self.run_dir, self.wandb_id), TrainingClock(), SaveTestMetrics(), WandbRunSummary()]
-        callbacks.append(WorstReconstructions())
+        callbacks += [RunState(self.run_dir, self.wandb_id), TrainingClock(), SaveTestMetrics()]
+        callbacks += [WandbRunSummary(), WorstReconstructions()]
         if config.trainer.get("enable_progress_bar") is not False and not any(
             isinstance(c, ProgressBar) for c in callbacks
         ):

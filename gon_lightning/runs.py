@@ -28,9 +28,9 @@ CHECKPOINT_KEY = "gon_lightning"  # what gon-lightning adds to every checkpoint 
 CHECKPOINT_FORMAT = 1
 RUN_DIR_ENV = "GON_LIGHTNING_RUN_DIR"  # hands rank 0's run folder to the processes DDP launches
 WANDB_ID_ENV = "GON_LIGHTNING_WANDB_ID"
-# `--ckpt_path` values Lightning resolves itself (no file to check before the run)
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"  # the repository's configs/, shipped inside the package
 DEFAULT_RUNS_ROOT = "runs"
+# `--ckpt_path` values Lightning resolves itself (no file to check before the run)
 LIGHTNING_CKPT_PATHS = frozenset({"best", "hpc", "registry"})
 # model options that only change how a trained model is evaluated: given with --ckpt_path, they win over the
 # checkpoint's values; any other model option given must agree with the checkpoint (see keep_given_model_options)
