@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -47,6 +48,7 @@ from gon_lightning.callbacks import (
 from gon_lightning.data import ImageDataModule
 from gon_lightning.errors import user_error_in
 from gon_lightning.models import ImageModel
+from gon_lightning.parser import GONArgumentParser
 
 
 def _no_advertising(record: logging.LogRecord) -> bool:
@@ -186,6 +188,7 @@ def main(args: list[str] | None = None, run: bool = True) -> GONLightningCLI:
             ImageDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
+            parser_class=GONArgumentParser,
             seed_everything_default=0,
             auto_configure_optimizers=False,
             save_config_callback=RunConfigCallback,
@@ -203,6 +206,7 @@ def main(args: list[str] | None = None, run: bool = True) -> GONLightningCLI:
     except SIGTERMException as stop:
         sys.exit(runs.stopped_message(getattr(stop, "gon_lightning", None)))
     except Exception as error:
+        runs.discard_unused_run(os.environ.get(runs.RUN_DIR_ENV))
         cause = user_error_in(error)
         if cause is None:
             raise

@@ -1,9 +1,10 @@
 """Run folders, the W&B online/offline decision and checkpoint rules: every decision the CLI acts on.
 
 Every run owns `runs/<model>-<data>-<YYYYmmdd-HHMMSS>[-N]/` holding `config.yaml`, `checkpoints/`, `images/`
-and the logger's files, so two runs never share (or clash over) a file (DESIGN trap 6). `--ckpt_path` resumes
-the run it came from: same folder, same W&B run. The functions here take and return plain values (or the
-config `Namespace` they fill in), so each rule is tested on its own; `gon_lightning.cli` only calls them.
+and the logger's files, so two runs never share (or clash over) a file (docs/design.md, "Run folders").
+`--ckpt_path` resumes the run it came from: same folder, same W&B run. The functions here take and return plain
+values (or the config `Namespace` they fill in), so each rule is tested on its own; `gon_lightning.cli` only
+calls them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import netrc
 import os
 import secrets
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -264,6 +266,15 @@ def resolve_run(
     os.environ[RUN_DIR_ENV] = str(run_dir)  # processes launched for other ranks inherit it
     os.environ[WANDB_ID_ENV] = wandb_id or ""
     return run_dir, wandb_id
+
+
+def discard_unused_run(run_dir: str | Path | None) -> None:
+    """Remove a run folder that holds no file: the command that made it failed before writing anything (a bad
+    option found while building the model or data), so nothing is left behind. Never on a launched rank."""
+    if not run_dir or not Path(run_dir).is_dir() or is_launched_rank():
+        return
+    if not any(path.is_file() for path in Path(run_dir).rglob("*")):
+        shutil.rmtree(run_dir)
 
 
 def fill_run_paths(config: Namespace, run_dir: Path) -> None:

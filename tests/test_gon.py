@@ -18,7 +18,7 @@ def n_parameters(model: nn.Module) -> int:
 
 @pytest.mark.parametrize(
     ("nz", "channels", "expected"), [(32, 1, 74_321), (256, 1, 303_697), (256, 3, 304_211)]
-)  # DESIGN.md section 2
+)  # docs/design.md, "The origin step" (reference sizes)
 def test_parameter_counts(nz, channels, expected):
     assert n_parameters(GON(nz=nz, ngf=16, image_shape=(channels, 32, 32))) == expected
 

@@ -69,7 +69,7 @@ def train_losses(model: OriginModel, x: torch.Tensor, steps: int, lr: float) -> 
     return losses
 
 
-# ---- parameter counts (DESIGN section 2) ---------------------------------------------------------------------
+# ---- parameter counts (docs/design.md, "The origin step") ---------------------------------------------------
 def test_parameter_counts() -> None:
     assert params(DetachedGON(nz=256, ngf=16, image_shape=(1, 32, 32))) == 303_697
     assert params(VariationalGON(nz=256, ngf=16, image_shape=(1, 32, 32))) == 435_281

@@ -19,6 +19,8 @@ from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from gon_lightning.errors import positive_ints, require
+
 PANELS = ("reconstructions", "samples", "interpolations", "superres")
 
 
@@ -131,8 +133,14 @@ class ImagePanels(Callback):
         dirpath: str | None = None,
         log_to_logger: bool = True,
     ) -> None:
-        if every_n_epochs < 0:
-            raise ValueError(f"images.every_n_epochs must be >= 0, got {every_n_epochs}")
+        require(every_n_epochs >= 0, "images.every_n_epochs", every_n_epochs, ">= 0")
+        positive_ints(
+            "images.",
+            num_images=num_images,
+            num_samples=num_samples,
+            interpolation_steps=interpolation_steps,
+            render_size=render_size,
+        )
         self.every_n_epochs = every_n_epochs
         self.num_images = num_images
         self.num_samples = num_samples
@@ -189,7 +197,9 @@ class PredictionWriter(BasePredictionWriter):
 
     Args:
         output_dir: where files go; the CLI sets it to `<run>/predictions`.
-        num_samples, interpolation_steps, render_size: as in `ImagePanels`.
+        num_samples: images generated (models that sample).
+        interpolation_steps: images per interpolation row.
+        render_size: side of the super-resolution renders (models with `render(z, size)` only).
     """
 
     def __init__(
@@ -200,6 +210,9 @@ class PredictionWriter(BasePredictionWriter):
         render_size: int = 64,
     ) -> None:
         super().__init__(write_interval="batch")
+        positive_ints(
+            "predictions.", num_samples=num_samples, interpolation_steps=interpolation_steps, render_size=render_size
+        )
         self.output_dir = output_dir
         self.num_samples = num_samples
         self.interpolation_steps = interpolation_steps
