@@ -95,3 +95,37 @@ def test_lightning_module_trainer_attribute_is_none_without_a_trainer():
 def test_batchnorm_base_class_covers_every_batchnorm():
     for cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm):
         assert issubclass(cls, nn.modules.batchnorm._BatchNorm)
+
+
+def test_wandb_logger_passes_anonymous_none_to_wandb_init(tmp_path):
+    from pytorch_lightning.loggers import WandbLogger
+
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True)  # no experiment is created yet
+    assert "anonymous" in logger._wandb_init and logger._wandb_init["anonymous"] is None
+
+
+def test_log_hyperparams_flag_keeps_lightnings_flat_hparams_out_of_the_loggers(tmp_path):
+    from pytorch_lightning.demos.boring_classes import BoringModel
+    from pytorch_lightning.loggers import CSVLogger
+
+    class Recorder(CSVLogger):
+        logged: list = []
+
+        def log_hyperparams(self, params, *args, **kwargs):
+            self.logged.append(dict(params))
+
+    class Model(BoringModel):
+        def __init__(self, width: int = 3) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+
+    for flag in (True, False):
+        model, logger = Model(), Recorder(tmp_path)
+        model._log_hyperparams = flag
+        Recorder.logged = []
+        trainer = pl.Trainer(
+            max_steps=1, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, limit_val_batches=0,
+        )  # fmt: skip
+        trainer.fit(model)
+        assert (Recorder.logged == [{"width": 3}]) is flag
