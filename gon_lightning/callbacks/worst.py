@@ -82,6 +82,7 @@ class WorstReconstructions(Callback):
             writer = csv.DictWriter(f, fieldnames=["rank", "test_index", "sse", "image"])
             writer.writeheader()
             writer.writerows(rows)
+        print(f"worst reconstructions: {root / 'worst_reconstructions.csv'} (images in {folder})")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 import wandb
