@@ -317,3 +317,24 @@ def test_a_list_of_loggers_is_taken_as_given(mnist_root: Path, tmp_path: Path):
     main(tiny_fit(mnist_root, tmp_path / "runs", logger="[WandbLogger]"))
     folder = only_run(tmp_path / "runs")
     assert (folder / "wandb").is_dir() and not (folder / "logs").exists()
+
+
+@pytest.mark.slow
+def test_worst_reconstructions_under_ddp_are_those_of_one_process(mnist_root: Path, tmp_path: Path):
+    # no BatchNorm and a summed inner loss: each image's reconstruction is independent of its batch
+    independent = ("--model.init_args.norm=none", "--model.init_args.inner_reduction=sum")
+    main(tiny_fit(mnist_root, tmp_path / "runs", *independent))
+    folder = only_run(tmp_path / "runs")
+    test = ["test", f"--config={folder / 'config.yaml'}", f"--ckpt_path={folder / 'checkpoints' / 'last.ckpt'}"]
+    main(test)
+    single = list(csv.DictReader((folder / "worst_reconstructions.csv").open()))
+    env = {k: v for k, v in os.environ.items() if k not in (RUN_DIR_ENV, WANDB_ID_ENV)}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    ddp_args = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.enable_progress_bar=false"]
+    result = subprocess.run(
+        [sys.executable, "-m", "gon_lightning", *test, *ddp_args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ddp = list(csv.DictReader((folder / "worst_reconstructions.csv").open()))
+    assert [row["test_index"] for row in ddp] == [row["test_index"] for row in single]  # both ranks' images, merged
+    assert [float(row["sse"]) for row in ddp] == pytest.approx([float(row["sse"]) for row in single], rel=1e-4)
