@@ -328,7 +328,10 @@ def test_worst_reconstructions_under_ddp_are_those_of_one_process(mnist_root: Pa
     test = ["test", f"--config={folder / 'config.yaml'}", f"--ckpt_path={folder / 'checkpoints' / 'last.ckpt'}"]
     main(test)
     single = list(csv.DictReader((folder / "worst_reconstructions.csv").open()))
-    env = {k: v for k, v in os.environ.items() if k not in (RUN_DIR_ENV, WANDB_ID_ENV)}
+    # a fresh launch: no run of ours, and no process-group variables an earlier in-process DDP run left behind
+    # (with LOCAL_RANK set, Lightning takes the ranks as launched elsewhere and waits for the second forever)
+    ddp_env = ("LOCAL_RANK", "RANK", "NODE_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in (RUN_DIR_ENV, WANDB_ID_ENV, *ddp_env)}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     ddp_args = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.enable_progress_bar=false"]
     result = subprocess.run(
