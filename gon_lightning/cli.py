@@ -81,7 +81,8 @@ class GONLightningCLI(LightningCLI):
             {
                 "checkpoint.monitor": "val/sse",
                 "checkpoint.mode": "min",
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": "link",  # last.ckpt: a link to this epoch's checkpoint, else written once
+                "trainer.log_every_n_steps": 10,  # per-step curves: 8 points per epoch of the 5,000-image demo
                 "checkpoint.filename": "epoch{epoch:04d}-val_sse{val/sse:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
             }

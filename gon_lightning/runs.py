@@ -300,6 +300,31 @@ def with_csv_beside_wandb(logger: Any) -> Any:
     return logger
 
 
+def skip_unstaged_launch_inputs() -> None:
+    """Spare `wandb.init` the import of W&B Launch when no Launch inputs can be staged.
+
+    wandb 0.31's `init` imports `wandb.sdk.launch` only to apply inputs that Launch code staged in
+    `wandb.sdk.launch.inputs.internal`. With torch and Lightning loaded that import takes seconds (pydantic reads
+    the source of ~80 models through `inspect`, which walks every loaded module). Nothing can be staged unless
+    that module was imported, so then the call is skipped; otherwise it runs as before.
+    """
+    try:
+        from wandb.sdk import wandb_run
+    except ImportError:
+        return
+    detect = getattr(wandb_run.Run, "_detect_and_apply_job_inputs", None)
+    if detect is None or getattr(detect, "skips_unstaged", False):
+        return
+
+    def detect_if_staged(run: Any) -> None:
+        if "wandb.sdk.launch.inputs.internal" in sys.modules:
+            detect(run)
+
+    detect_if_staged.skips_unstaged = True  # type: ignore[attr-defined]
+    detect_if_staged.__wrapped__ = detect  # type: ignore[attr-defined]
+    wandb_run.Run._detect_and_apply_job_inputs = detect_if_staged
+
+
 def configure_loggers(logger: Any, run_dir: Path, wandb_id: str | None, group: str | None = None) -> None:
     """Fill in the logger configs (`trainer.logger`: one, a list, or a bool) for this run.
 
@@ -336,6 +361,7 @@ def configure_loggers(logger: Any, run_dir: Path, wandb_id: str | None, group: s
                 sync = f"wandb sync {run_dir}/wandb/offline-run-*"
                 print(f"W&B offline: logging to {run_dir}/wandb (upload later: `{sync}`)", file=sys.stderr)
             os.environ.setdefault("WANDB_RESUME", "allow")  # the same id continues the same W&B run
+            skip_unstaged_launch_inputs()
         elif name in ("CSVLogger", "TensorBoardLogger") and args.get("save_dir") in (None, ".", "runs"):
             args.save_dir = str(run_dir)
             args.name = "logs"

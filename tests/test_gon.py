@@ -100,6 +100,7 @@ def test_gon_training_reduces_sse(mnist_root):
     record = _Record()
     trainer = pl.Trainer(
         max_steps=60,
+        log_every_n_steps=1,  # per-step values reach callback_metrics only at logging steps
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,

@@ -129,3 +129,24 @@ def test_log_hyperparams_flag_keeps_lightnings_flat_hparams_out_of_the_loggers(t
         )  # fmt: skip
         trainer.fit(model)
         assert (Recorder.logged == [{"width": 3}]) is flag
+
+
+def test_logger_connector_says_whether_this_step_reaches_the_loggers():
+    from pytorch_lightning.trainer.connectors.logger_connector.logger_connector import _LoggerConnector
+
+    assert isinstance(inspect.getattr_static(_LoggerConnector, "should_update_logs"), property)
+    assert "should_update_logs" in inspect.getsource(_LoggerConnector.update_train_step_metrics)
+
+
+def test_model_checkpoint_records_the_last_save():
+    source = inspect.getsource(ModelCheckpoint._save_checkpoint)
+    assert "self._last_global_step_saved = trainer.global_step" in source
+    assert "self._last_checkpoint_saved = filepath" in source
+
+
+def test_wandb_applies_launch_inputs_from_the_staging_module():
+    from wandb.sdk import wandb_run
+
+    source = inspect.getsource(inspect.unwrap(wandb_run.Run._detect_and_apply_job_inputs))  # ours wraps it
+    assert "wandb.sdk.launch.inputs.internal" in source
+    assert "self._detect_and_apply_job_inputs()" in inspect.getsource(wandb_run.Run._on_ready)

@@ -155,13 +155,46 @@ class ImageModel(pl.LightningModule, ABC):
         with self.evaluation_protocol():
             return self.reconstruct(x)
 
+    # --- training curves ------------------------------------------------------------------------------
+    # `self.log` costs about a millisecond per call (Lightning walks and moves its whole result collection), so
+    # per-step values are logged only at the steps Lightning sends to the loggers (`trainer.log_every_n_steps`),
+    # and the epoch means come from sums kept on the device: no host synchronisation per step.
+    _train_sums: Tensor | None = None  # (loss, sse) summed over this epoch's training images, on the device
+    _train_images = 0
+    _epoch_means: dict[str, Tensor] | None = None
+
     def log_train(self, loss: Tensor, x_hat: Tensor, x: Tensor) -> None:
-        batch_size = len(x)
-        # no prog_bar on per-step values: Lightning turns progress-bar metrics into Python numbers every step,
-        # a host synchronisation per step on a GPU. The bar shows the running epoch mean, read at epoch end.
-        self.log("train/loss", loss, batch_size=batch_size)
-        self.log("loss", loss, on_step=False, on_epoch=True, prog_bar=True, logger=False, batch_size=batch_size)
-        self.log("train/sse", per_image_sse(x_hat.detach(), x).mean(), batch_size=batch_size)
+        """Record a training step: `train/loss` and `train/sse` (mean per-image SSE) every
+        `trainer.log_every_n_steps` steps, and their epoch means `train/loss_epoch`, `train/sse_epoch`."""
+        n = len(x)
+        values = torch.stack([loss.detach().float(), per_image_sse(x_hat.detach(), x).mean().float()])
+        self._train_sums = values * n if self._train_sums is None else self._train_sums.add_(values, alpha=n)
+        self._train_images += n
+        trainer = self._trainer
+        # Lightning's own "does this step reach the loggers" (private; the same test it applies after the step)
+        if trainer is not None and (trainer._logger_connector.should_update_logs or trainer.fast_dev_run):
+            self.log_dict({"train/loss": values[0], "train/sse": values[1]}, batch_size=n)
+
+    def on_train_epoch_start(self) -> None:
+        self._train_sums, self._train_images, self._epoch_means = None, 0, None
+
+    def train_epoch_means(self) -> dict[str, Tensor]:
+        """This epoch's mean training loss and SSE over every image seen (all processes), as 0-dim tensors.
+
+        Read once per epoch: it reduces over processes, so every process calls it (the first call is
+        `on_train_epoch_end`, or a callback's before it) and later calls return the same values."""
+        if self._epoch_means is None:
+            if self._train_sums is None:
+                return {}
+            sums = torch.cat([self._train_sums, self._train_sums.new_tensor([self._train_images])])
+            if self._trainer is not None:
+                sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+            self._epoch_means = {"train/loss_epoch": sums[0] / sums[2], "train/sse_epoch": sums[1] / sums[2]}
+        return self._epoch_means
+
+    def on_train_epoch_end(self) -> None:
+        for name, value in self.train_epoch_means().items():
+            self.log(name, value, prog_bar=True)
 
 
 class ConvNetModel(ImageModel):

@@ -172,6 +172,7 @@ class OriginModel(ImageModel):
         self.latent_outer += z.T @ z
 
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
         if self.fits_latent_gaussian:
             for name in ("latent_count", "latent_sum", "latent_outer"):
                 getattr(self, name).zero_()
@@ -184,6 +185,7 @@ class OriginModel(ImageModel):
             self.fit_latent_gaussian()
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         self.fit_latent_gaussian()  # again, for epochs of unknown length (idempotent)
 
     def fit_latent_gaussian(self) -> None:
