@@ -13,6 +13,7 @@ files a run writes are callbacks (`gon_lightning.callbacks`). The order, per com
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import sys
 import warnings
@@ -21,8 +22,9 @@ from typing import Any
 
 from jsonargparse import Namespace
 from pytorch_lightning import Trainer
-from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
+from pytorch_lightning.callbacks import ModelSummary, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins.io import CheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -30,6 +32,7 @@ from gon_lightning import runs
 from gon_lightning.callbacks import (
     AtomicCheckpointIO,
     BestAndLastCheckpoint,
+    CompactModelSummary,
     EpochLog,
     ImagePanels,
     PredictionWriter,
@@ -37,6 +40,8 @@ from gon_lightning.callbacks import (
     RunState,
     SaveTestMetrics,
     TrainingClock,
+    WandbRunSummary,
+    WorstReconstructions,
 )
 
 # importing the packages registers every model and DataModule, so configs may use short class names
@@ -45,6 +50,15 @@ from gon_lightning.errors import user_error_in
 from gon_lightning.models import ImageModel
 from gon_lightning.parser import GONArgumentParser
 
+
+def _no_advertising(record: logging.LogRecord) -> bool:
+    """Lightning's "💡 Tip: try installing litlogger / litmodels" lines: advertising, with no switch to turn it off."""
+    return not str(record.msg).startswith("💡 Tip:")
+
+
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_no_advertising)
+
+# W&B; runs.with_csv_beside_wandb puts a CSVLogger beside it (a list here would break `--trainer.logger CSVLogger`)
 DEFAULT_LOGGER = {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"project": "gon-lightning"}}
 
 
@@ -57,7 +71,11 @@ class GONLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # image shape is a property of the data: configs never state it twice
         parser.link_arguments("data.dims", "model.init_args.image_shape", apply_on="instantiate")
-        parser.add_argument("--runs_root", default="runs", help="Folder under which each run gets its own folder.")
+        parser.add_argument(
+            "--runs_root",
+            default=runs.DEFAULT_RUNS_ROOT,
+            help="Folder under which each run gets its own folder (--trainer.default_root_dir says the same).",
+        )
         parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -75,8 +93,9 @@ class GONLightningCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        config = self.config[subcommand] if subcommand else None
-        if config is None or not config.get("ckpt_path"):
+        config = self.config[subcommand] if subcommand else self.config
+        runs.honour_default_root_dir(config)
+        if not subcommand or not config.get("ckpt_path"):
             return
         config.ckpt_path = runs.resolve_ckpt_path(config.ckpt_path, config.runs_root, runs.run_name(config))
         if config.ckpt_path not in runs.LIGHTNING_CKPT_PATHS:
@@ -95,7 +114,8 @@ class GONLightningCLI(LightningCLI):
             config.runs_root, runs.run_name(config), config.get("ckpt_path"), self.checkpoint
         )
         runs.fill_run_paths(config, self.run_dir)
-        runs.configure_loggers(config.trainer.logger, self.run_dir, self.wandb_id)
+        config.trainer.logger = runs.with_csv_beside_wandb(config.trainer.logger)
+        runs.configure_loggers(config.trainer.logger, self.run_dir, self.wandb_id, runs.run_name(config))
         self.save_config_kwargs = {
             **self.save_config_kwargs,
             "user_config": user_config,
@@ -110,6 +130,7 @@ class GONLightningCLI(LightningCLI):
             plugins.append(AtomicCheckpointIO())
         callbacks = _as_list(config.trainer.get("callbacks"))
         callbacks += [RunState(self.run_dir, self.wandb_id), TrainingClock(), SaveTestMetrics()]
+        callbacks += [WandbRunSummary(), WorstReconstructions()]
         if config.trainer.get("enable_progress_bar") is not False and not any(
             isinstance(c, ProgressBar) for c in callbacks
         ):
@@ -118,7 +139,17 @@ class GONLightningCLI(LightningCLI):
             else:  # logs and pipes: one plain line per epoch, no redrawn bars
                 kwargs.setdefault("enable_progress_bar", False)
                 callbacks.append(EpochLog())
-        return super().instantiate_trainer(plugins=plugins, callbacks=callbacks, **kwargs)
+        if config.trainer.get("enable_model_summary") is not False and not any(
+            isinstance(c, ModelSummary) for c in callbacks
+        ):
+            kwargs["enable_model_summary"] = False  # instead of Lightning's default summary, not beside it
+            callbacks.append(CompactModelSummary())
+        trainer = super().instantiate_trainer(plugins=plugins, callbacks=callbacks, **kwargs)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._wandb_init.get("anonymous") is None:
+                # Lightning passes anonymous=None, which wandb >= 0.19 warns about at every run
+                logger._wandb_init.pop("anonymous", None)
+        return trainer
 
     def _check_checkpoint(self) -> None:
         if self.checkpoint is not None:
@@ -129,9 +160,8 @@ class GONLightningCLI(LightningCLI):
 
     def after_fit(self) -> None:
         if self.trainer.is_global_zero:
-            checkpoint = self.trainer.checkpoint_callback
-            last = Path(checkpoint.dirpath) / "last.ckpt" if checkpoint and checkpoint.dirpath else None
-            print(f"run folder: {self.run_dir}" + (f"  (last checkpoint: {last})" if last and last.exists() else ""))
+            images = next((c.dirpath for c in self.trainer.callbacks if isinstance(c, ImagePanels)), None)
+            print(runs.fit_summary(self.run_dir, self.trainer, images), flush=True)
 
     def after_predict(self) -> None:
         writer = next((c for c in self.trainer.callbacks if isinstance(c, PredictionWriter)), None)
@@ -145,11 +175,15 @@ def _as_list(value: Any) -> list[Any]:
 
 def main(args: list[str] | None = None, run: bool = True) -> GONLightningCLI:
     """Entry point of `gon-lightning` and `python -m gon_lightning`; `args` and `run` serve tests."""
+    # the command line itself, with config names resolved, is handed to LightningCLI as `args`
+    warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended")
     # data is served from memory: worker processes would only add overhead
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     # a resumed run writes into its own existing checkpoints folder: that is the point, not a hazard
     warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
     try:
+        if args is None or isinstance(args, list):
+            args = runs.resolve_config_names(sys.argv[1:] if args is None else args)
         cli = GONLightningCLI(
             ImageModel,
             ImageDataModule,

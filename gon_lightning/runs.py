@@ -13,6 +13,7 @@ import importlib
 import netrc
 import os
 import secrets
+import shlex
 import shutil
 import sys
 import time
@@ -29,11 +30,40 @@ CHECKPOINT_KEY = "gon_lightning"  # what gon-lightning adds to every checkpoint 
 CHECKPOINT_FORMAT = 1
 RUN_DIR_ENV = "GON_LIGHTNING_RUN_DIR"  # hands rank 0's run folder to the processes DDP launches
 WANDB_ID_ENV = "GON_LIGHTNING_WANDB_ID"
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"  # the repository's configs/, shipped inside the package
+DEFAULT_RUNS_ROOT = "runs"
 # `--ckpt_path` values Lightning resolves itself (no file to check before the run)
 LIGHTNING_CKPT_PATHS = frozenset({"best", "hpc", "registry"})
 # model options that only change how a trained model is evaluated: given with --ckpt_path, they win over the
 # checkpoint's values; any other model option given must agree with the checkpoint (see keep_given_model_options)
 EVALUATION_OPTIONS = frozenset({"norm_eval", "eval_latent"})
+
+
+def packaged_config(value: str) -> str:
+    """`--config NAME` (`vgon_cifar`, `ablations/gon_relu_mnist`) names a config shipped with the package, so the
+    published settings work from any directory; a file that exists at that path always wins."""
+    if Path(value).is_file():
+        return value
+    name = value.removeprefix("configs/")  # the repository's paths work outside a checkout too
+    path = PACKAGED_CONFIGS / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if path.is_file():
+        return str(path)
+    if not Path(value).suffix:  # a name, not a path: say which names exist
+        names = sorted(str(p.relative_to(PACKAGED_CONFIGS).with_suffix("")) for p in PACKAGED_CONFIGS.rglob("*.yaml"))
+        names = [name for name in names if not name.startswith("sweeps")]
+        raise UserError(f"--config {value}: no such file, and no packaged config of that name ({', '.join(names)})")
+    return value
+
+
+def resolve_config_names(args: list[str]) -> list[str]:
+    """The command line with every `--config NAME` resolved by `packaged_config`."""
+    resolved = list(args)
+    for i, arg in enumerate(resolved):
+        if arg in ("--config", "-c") and i + 1 < len(resolved):
+            resolved[i + 1] = packaged_config(resolved[i + 1])
+        elif arg.startswith("--config="):
+            resolved[i] = "--config=" + packaged_config(arg.removeprefix("--config="))
+    return resolved
 
 
 def short_name(class_path: str, suffix: str = "") -> str:
@@ -71,7 +101,9 @@ def new_run_dir(root: str | Path, name: str) -> Path:
 
 
 def new_wandb_id() -> str:
-    return secrets.token_hex(4)
+    """A fresh W&B run id, or the one W&B chose: a sweep agent names its run in WANDB_RUN_ID (and W&B ignores any
+    other id), so checkpoints must record that one for a resume to continue the same run."""
+    return os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
 
 
 def wandb_logged_in() -> bool:
@@ -142,6 +174,20 @@ def check_model_checkpoint(path: str | Path, checkpoint: dict[str, Any], model: 
             if part
         )
         raise UserError(f"checkpoint {path} does not fit this model ({detail}); check the model options in the config")
+
+
+def honour_default_root_dir(config: Namespace) -> None:
+    """`--trainer.default_root_dir DIR` (Lightning's root of all outputs) is where run folders go, as `--runs_root`;
+    the trainer's own default_root_dir then becomes the run folder. Both given and different is an error."""
+    root = config.trainer.get("default_root_dir")
+    if root is None:
+        return
+    if config.runs_root != DEFAULT_RUNS_ROOT and Path(config.runs_root) != Path(root):
+        raise UserError(
+            f"--trainer.default_root_dir {root} and --runs_root {config.runs_root} both say where run folders go: "
+            "give one of them"
+        )
+    config.runs_root = str(root)
 
 
 def resolve_ckpt_path(ckpt_path: str, runs_root: str | Path, name: str) -> str:
@@ -245,6 +291,15 @@ def fill_run_paths(config: Namespace, run_dir: Path) -> None:
         config.weights_only = True
 
 
+def with_csv_beside_wandb(logger: Any) -> Any:
+    """A lone W&B logger (the default) gets a CSVLogger beside it, so the metrics are readable without W&B
+    (`<run>/logs/version_N/metrics.csv`). A list of loggers is taken as given: `[WandbLogger]` is W&B alone."""
+    if isinstance(logger, Namespace) and logger.get("class_path", "").rsplit(".", 1)[-1] == "WandbLogger":
+        csv = Namespace(class_path="pytorch_lightning.loggers.CSVLogger", init_args=Namespace(save_dir="."))
+        return [logger, csv]
+    return logger
+
+
 def skip_unstaged_launch_inputs() -> None:
     """Spare `wandb.init` the import of W&B Launch when no Launch inputs can be staged.
 
@@ -294,10 +349,11 @@ def skip_pandas_import_for_media() -> None:
     util.is_pandas_data_frame = is_data_frame_if_imported
 
 
-def configure_loggers(logger: Any, run_dir: Path, wandb_id: str | None) -> None:
+def configure_loggers(logger: Any, run_dir: Path, wandb_id: str | None, group: str | None = None) -> None:
     """Fill in the logger configs (`trainer.logger`: one, a list, or a bool) for this run.
 
-    W&B: files in the run folder, the folder's name, the run's id (a resume continues the W&B run), offline when
+    W&B: files in the run folder, the folder's name, the run's id (a resume continues the W&B run), the group
+    `<model>-<data>` and those two as tags unless given (dashboards filter on them), offline when
     nobody is logged in (printing the sync command); log_model offline is refused. CSV and TensorBoard write
     `<run>/logs/version_N`: a resume, test or predict of the run adds a version, never overwrites one.
     """
@@ -314,6 +370,10 @@ def configure_loggers(logger: Any, run_dir: Path, wandb_id: str | None) -> None:
             if args.get("name") is None:
                 args.name = run_dir.name
             args.id = wandb_id
+            if group and args.get("group") is None:
+                args.group = group
+            if group and args.get("tags") is None:
+                args.tags = group.split("-", 1)
             if not args.get("offline") and wandb_offline():
                 args.offline = True
             if args.get("offline") and args.get("log_model"):
@@ -330,6 +390,28 @@ def configure_loggers(logger: Any, run_dir: Path, wandb_id: str | None) -> None:
         elif name in ("CSVLogger", "TensorBoardLogger") and args.get("save_dir") in (None, ".", "runs"):
             args.save_dir = str(run_dir)
             args.name = "logs"
+
+
+def fit_summary(run_dir: Path, trainer: Any, images: str | None = None) -> str:
+    """What to look at and run next, printed when `fit` ends: the best checkpoint and its score, the images, and
+    the exact commands that test it and that train on from the last checkpoint."""
+    checkpoint = trainer.checkpoint_callback
+    config = shlex.quote(str(run_dir / "config.yaml"))
+    lines = [f"run folder: {run_dir}"]
+    last = Path(checkpoint.dirpath) / "last.ckpt" if checkpoint is not None and checkpoint.dirpath else None
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    if best and checkpoint.best_model_score is not None:
+        lines.append(f"best {checkpoint.monitor}: {float(checkpoint.best_model_score):.4f}  {best}")
+    if images and Path(images).is_dir():
+        lines.append(f"images: {images}")
+    tested = best or (str(last) if last and last.is_file() else "")
+    if tested:
+        lines.append(f"test it: gon-lightning test --config {config} --ckpt_path {shlex.quote(tested)}")
+    if last and last.is_file():
+        finished = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch
+        more = f" --trainer.max_epochs {2 * trainer.max_epochs}" if finished else ""
+        lines.append(f"train on: gon-lightning fit --config {config} --ckpt_path {shlex.quote(str(last))}{more}")
+    return "\n".join(lines)
 
 
 def stopped_message(info: dict[str, Any] | None) -> str | int:

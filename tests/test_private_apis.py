@@ -97,6 +97,40 @@ def test_batchnorm_base_class_covers_every_batchnorm():
         assert issubclass(cls, nn.modules.batchnorm._BatchNorm)
 
 
+def test_wandb_logger_passes_anonymous_none_to_wandb_init(tmp_path):
+    from pytorch_lightning.loggers import WandbLogger
+
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True)  # no experiment is created yet
+    assert "anonymous" in logger._wandb_init and logger._wandb_init["anonymous"] is None
+
+
+def test_log_hyperparams_flag_keeps_lightnings_flat_hparams_out_of_the_loggers(tmp_path):
+    from pytorch_lightning.demos.boring_classes import BoringModel
+    from pytorch_lightning.loggers import CSVLogger
+
+    class Recorder(CSVLogger):
+        logged: list = []
+
+        def log_hyperparams(self, params, *args, **kwargs):
+            self.logged.append(dict(params))
+
+    class Model(BoringModel):
+        def __init__(self, width: int = 3) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+
+    for flag in (True, False):
+        model, logger = Model(), Recorder(tmp_path)
+        model._log_hyperparams = flag
+        Recorder.logged = []
+        trainer = pl.Trainer(
+            max_steps=1, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, limit_val_batches=0,
+        )  # fmt: skip
+        trainer.fit(model)
+        assert (Recorder.logged == [{"width": 3}]) is flag
+
+
 def test_logger_connector_says_whether_this_step_reaches_the_loggers():
     from pytorch_lightning.trainer.connectors.logger_connector.logger_connector import _LoggerConnector
 

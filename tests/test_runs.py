@@ -272,7 +272,7 @@ def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(mnist_root: Path, tm
     try:
         deadline = time.monotonic() + 120
         for line in process.stdout:  # EpochLog prints plain lines when not on a terminal
-            if line.startswith("epoch 1/"):  # training for real, past the first checkpoint
+            if line.startswith("epoch 0/"):  # training for real, past the first checkpoint (epochs count from 0)
                 break
             assert time.monotonic() < deadline, "training never started"
         process.send_signal(signal.SIGTERM)

@@ -6,12 +6,15 @@ from gon_lightning.callbacks.compile import CompileModules
 from gon_lightning.callbacks.images import ImagePanels, PredictionWriter, make_panels
 from gon_lightning.callbacks.performance import ChannelsLast
 from gon_lightning.callbacks.progress import EpochLog, TrainingClock
-from gon_lightning.callbacks.run_files import RunConfigCallback, SaveTestMetrics
+from gon_lightning.callbacks.run_files import RunConfigCallback, SaveTestMetrics, WandbRunSummary
+from gon_lightning.callbacks.summary import CompactModelSummary
+from gon_lightning.callbacks.worst import WorstReconstructions
 
 __all__ = [
     "AtomicCheckpointIO",
     "BestAndLastCheckpoint",
     "ChannelsLast",
+    "CompactModelSummary",
     "CompileModules",
     "EpochLog",
     "ImagePanels",
@@ -20,5 +23,7 @@ __all__ = [
     "RunState",
     "SaveTestMetrics",
     "TrainingClock",
+    "WandbRunSummary",
+    "WorstReconstructions",
     "make_panels",
 ]

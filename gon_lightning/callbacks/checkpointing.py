@@ -20,10 +20,18 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from gon_lightning.runs import CHECKPOINT_FORMAT, CHECKPOINT_KEY, load_checkpoint_file
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """TorchCheckpointIO that writes to a temporary file and renames it over the target.
 
-    A crash or kill mid-save leaves the previous checkpoint intact, never a truncated `last.ckpt`. Loads use
+    A crash or kill mid-save leaves the previous checkpoint intact, never a truncated `last.ckpt`. The file gets
+    the mode any new file gets (0666 less the umask), not the temporary file's private 0600. Loads use
     `weights_only=True` unless told otherwise, and an unreadable file is an error that names it.
     """
 
@@ -37,6 +45,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
+                os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 would survive the rename
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         finally:

@@ -80,15 +80,33 @@ def make_panels(
     return grids
 
 
+# what a panel's rows are, for the W&B caption
+CAPTIONS = {
+    "reconstructions": "rows alternate: originals, then their reconstructions",
+    "samples": "new samples",
+    "interpolations": "each row: the spherical interpolation between two images' latents, endpoints included",
+    "superres": "top: originals enlarged (nearest); bottom: the model's renders of them at that size",
+}
+WANDB_MIN_WIDTH = 512  # dashboards show a 32 px panel as a smudge: enlarge (nearest) to at least this width
+
+
+def enlarged(grid: Tensor, min_width: int = WANDB_MIN_WIDTH) -> Tensor:
+    """The grid blown up by a whole factor (nearest: every pixel a crisp square) to at least `min_width`."""
+    factor = max(1, math.ceil(min_width / grid.shape[-1]))
+    return grid.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
+
+
 def log_panels(trainer: pl.Trainer, grids: dict[str, Tensor], prefix: str = "images") -> None:
-    """Send grids to the active loggers: W&B images, TensorBoard images; others (CSV) keep only the files."""
+    """Send grids to the active loggers: W&B images (enlarged, captioned), TensorBoard images; others (CSV) keep
+    only the files."""
     step = trainer.global_step
     for logger in trainer.loggers:
         for name, grid in grids.items():
             key = f"{prefix}/{name}"
             if isinstance(logger, WandbLogger):
-                array = (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-                logger.log_image(key, images=[array], step=step, caption=[f"epoch {trainer.current_epoch}"])
+                array = (enlarged(grid).permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+                caption = f"epoch {trainer.current_epoch}: {CAPTIONS.get(name, name)}"
+                logger.log_image(key, images=[array], step=step, caption=[caption])
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(key, grid, global_step=step)
 
@@ -175,7 +193,7 @@ class ImagePanels(Callback):
         epoch = trainer.current_epoch + 1
         if self._batch is not None and self._due(trainer, epoch):
             start = time.perf_counter()
-            self.draw(trainer, pl_module, f"epoch{epoch:04d}")
+            self.draw(trainer, pl_module, f"epoch{trainer.current_epoch:04d}")  # numbered as Lightning does
             self._last_draw_s = time.perf_counter() - start
             self._drawing_s += self._last_draw_s
 

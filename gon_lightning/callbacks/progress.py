@@ -12,9 +12,10 @@ from pytorch_lightning.utilities import rank_zero_only
 
 
 class EpochLog(Callback):
-    """Prints `epoch 3/10 step 375 train/loss (epoch mean) 1.2 train/sse (epoch mean) 1.23 val/sse 1.41 (12.3 s)`
-    after each epoch, flushed: the training values are the means over the epoch's images, as logged under
-    `train/loss_epoch` and `train/sse_epoch`; `val/sse` is the last validation's."""
+    """Prints `epoch 3/9 step 500 train/loss (epoch mean) 1.2 train/sse (epoch mean) 1.23 val/sse 1.41 (12.3 s)`
+    after each epoch (here the 4th of 10: epochs count from 0, as Lightning's), flushed: the training values are
+    the means over the epoch's images, as logged under `train/loss_epoch` and `train/sse_epoch`; `val/sse` is the
+    last validation's."""
 
     @rank_zero_only
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -38,10 +39,11 @@ class EpochLog(Callback):
             shown.append(f"train/loss (last logged step) {float(trainer.callback_metrics['train/loss']):.4g}")
         if "val/sse" in trainer.callback_metrics:
             shown.append(f"val/sse {float(trainer.callback_metrics['val/sse']):.4g}")
-        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
+        # numbered from 0 as Lightning does everywhere (its progress bar, checkpoint names, the logged `epoch`)
+        last = trainer.max_epochs - 1 if trainer.max_epochs and trainer.max_epochs > 0 else "?"
         elapsed = time.perf_counter() - getattr(self, "_start", time.perf_counter())
         print(
-            f"epoch {trainer.current_epoch + 1}/{total} step {trainer.global_step} {' '.join(shown)} ({elapsed:.1f} s)",
+            f"epoch {trainer.current_epoch}/{last} step {trainer.global_step} {' '.join(shown)} ({elapsed:.1f} s)",
             flush=True,
         )
 

@@ -1,4 +1,4 @@
-"""Files a run writes about itself: the config it was started with, and the metrics of each `test`."""
+"""What a run records about itself: the config it was started with, its W&B summary, the metrics of each `test`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 import pytorch_lightning as pl
 import yaml
 from jsonargparse import Namespace
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.cli import SaveConfigCallback
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 
@@ -35,11 +36,45 @@ class RunConfigCallback(SaveConfigCallback):
             self.parser.save(
                 self.user_config, path, skip_unset=False, skip_validation=True, overwrite=True, multifile=False
             )
-            resolved = yaml.safe_load(self.parser.dump(self.config, skip_unset=False, skip_validation=True))
+            # the loggers get the config without unset (null) values, and only once: not also Lightning's flat copy
+            # of the model's and data's arguments (with LightningCLI's `_instantiator`) beside the nested one
+            resolved = yaml.safe_load(self.parser.dump(self.config, skip_unset=True, skip_validation=True))
             for logger in trainer.loggers:
                 logger.log_hyperparams({"config": resolved, "run_dir": self.run_dir})
+            pl_module._log_hyperparams = False
+            if trainer.datamodule is not None:
+                trainer.datamodule._log_hyperparams = False
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+
+class WandbRunSummary(Callback):
+    """What a W&B dashboard should show of a run at a glance: the best `val/sse`, `val/mse` (min) and `val/psnr`
+    (max) beside the last, and the best checkpoint's path and score (`best/checkpoint`, `best/val_sse`)."""
+
+    BEST = {"val/sse": "min", "val/mse": "min", "val/psnr": "max"}
+
+    @staticmethod
+    def _runs(trainer: pl.Trainer) -> list[Any]:
+        return [logger.experiment for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for run in self._runs(trainer):
+            for name, best in self.BEST.items():
+                run.define_metric(name, step_metric="trainer/global_step", summary=f"{best},last")
+
+    @rank_zero_only
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        checkpoint = trainer.checkpoint_callback
+        if not isinstance(checkpoint, ModelCheckpoint) or not checkpoint.best_model_path:
+            return
+        for run in self._runs(trainer):
+            run.summary["best/checkpoint"] = checkpoint.best_model_path
+            if checkpoint.best_model_score is not None:
+                run.summary[f"best/{checkpoint.monitor.replace('/', '_')}"] = float(checkpoint.best_model_score)
+
+    on_fit_end = on_train_epoch_end
 
 
 class SaveTestMetrics(Callback):

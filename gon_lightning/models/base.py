@@ -171,8 +171,8 @@ class ImageModel(pl.LightningModule, ABC):
     def validation_step(self, x: Tensor, batch_idx: int) -> None:
         self._evaluate(x, self.val_metrics, "val")
 
-    def test_step(self, x: Tensor, batch_idx: int) -> None:
-        self._evaluate(x, self.test_metrics, "test")
+    def test_step(self, x: Tensor, batch_idx: int) -> Tensor:
+        return self._evaluate(x, self.test_metrics, "test")  # the scored reconstructions, for callbacks
 
     def predict_step(self, x: Tensor, batch_idx: int) -> Tensor:
         with self.evaluation_protocol():

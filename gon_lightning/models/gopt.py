@@ -180,6 +180,9 @@ class GenerativeOptimizationNetwork(ImageModel):
         self.log_dict({f"{stage}/{name}": m for name, m in quality.items()}, batch_size=len(x))
         return samples
 
+    def test_step(self, x: Tensor, batch_idx: int) -> None:
+        self._evaluate(x, self.test_metrics, "test")  # samples, not reconstructions of x: nothing to return
+
     def _log_ratio(self, stage: str) -> None:
         quality = self.quality[stage]
         ratio = quality["sample_nn_sse"].compute() / quality["real_nn_sse"].compute()

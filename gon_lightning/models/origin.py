@@ -177,8 +177,19 @@ class OriginModel(ImageModel):
             for name in ("latent_count", "latent_sum", "latent_outer"):
                 getattr(self, name).zero_()
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # fitted right after the epoch's last batch, before validation: Lightning calls the callbacks' epoch-end
+        # hooks (image panels) and saves checkpoints at validation end before the model's own on_train_epoch_end,
+        # and they must hold this epoch's Gaussian, not the previous one
+        if batch_idx + 1 == self.trainer.num_training_batches:
+            self.fit_latent_gaussian()
+
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
+        self.fit_latent_gaussian()  # again, for epochs of unknown length (idempotent)
+
+    def fit_latent_gaussian(self) -> None:
+        """The sampling Gaussian := mean and covariance of the latents of this epoch's training batches."""
         if self.fits_latent_gaussian and self.latent_count >= 2:
             mean, cov = self._running_gaussian()
             self.latent_mean.copy_(mean)
