@@ -77,11 +77,10 @@ class Generator(nn.Module):
 
 
 class Encoder(nn.Module):
-    """The decoder mirrored (the autoencoder baselines); with `variational`, fc21/fc22 on its nz features."""
+    """The decoder mirrored (the autoencoder baselines): images to nz features."""
 
-    def __init__(self, variational: bool = False):
+    def __init__(self):
         super().__init__()
-        self.variational = variational
         self.main = nn.Sequential(
             nn.Conv2d(nc, ngf, 4, 2, 1, bias=True),
             nn.BatchNorm2d(ngf),
@@ -94,23 +93,25 @@ class Encoder(nn.Module):
             nn.ELU(True),
             nn.Conv2d(ngf * 4, nz, 4, 1, 0, bias=True),
         )
-        if variational:
-            self.fc21 = nn.Linear(nz, nz)
-            self.fc22 = nn.Linear(nz, nz)
 
     def forward(self, input):
-        h = self.main(input).view(-1, nz)
-        if not self.variational:
-            return h
-        return self.fc21(h), self.fc22(h)
+        return self.main(input).view(-1, nz)
 
 
 class Autoencoder(nn.Module):
+    """Encoder and decoder; with `variational` (the VAE), fc21/fc22 map the encoder's features to mu and logvar.
+
+    Built in the order of our ConvAutoencoder/VAE (encoder, decoder, then fc21/fc22), so that one seed initialises
+    both alike and a run of each with the same seed can be compared as a pair."""
+
     def __init__(self, variational: bool = False):
         super().__init__()
         self.variational = variational
-        self.encoder = Encoder(variational)
+        self.encoder = Encoder()
         self.decoder = Generator()
+        if variational:
+            self.fc21 = nn.Linear(nz, nz)
+            self.fc22 = nn.Linear(nz, nz)
 
     def reparameterize(self, mu, logvar):
         if self.training:
@@ -122,7 +123,8 @@ class Autoencoder(nn.Module):
     def forward(self, x):
         if not self.variational:
             return self.decoder(self.encoder(x).view(-1, nz, 1, 1))
-        mu, logvar = self.encoder(x)
+        h = self.encoder(x)
+        mu, logvar = self.fc21(h), self.fc22(h)
         z = self.reparameterize(mu, logvar)
         return self.decoder(z.view(-1, nz, 1, 1)), mu, logvar
 
@@ -143,8 +145,7 @@ NAME_MAP = {
     "gon_detached": {"decoder.net.": "main."},
     "vgon": {"decoder.net.": "main.", "to_mu.": "fc21.", "to_logvar.": "fc22."},
     "ae": {"encoder.net.": "encoder.main.", "decoder.net.": "decoder.main."},
-    "vae": {"encoder.net.": "encoder.main.", "decoder.net.": "decoder.main.", "to_mu.": "encoder.fc21.",
-            "to_logvar.": "encoder.fc22."},
+    "vae": {"encoder.net.": "encoder.main.", "decoder.net.": "decoder.main.", "to_mu.": "fc21.", "to_logvar.": "fc22."},
 }  # fmt: skip
 
 

@@ -164,3 +164,14 @@ def test_the_transcribed_networks_have_the_published_sizes(name, expected):
     network = published_loop.make_network(name)
     assert sum(p.numel() for p in network.parameters()) == expected
     assert sum(p.numel() for p in build(name).parameters()) == expected
+
+
+@pytest.mark.parametrize("name", list(OURS))
+def test_one_seed_initialises_ours_and_the_transcription_alike(name):
+    # so a run of each with the same seed is a pair (benchmarks/reproduce.py's same-seed table)
+    ours = build(name).state_dict()
+    torch.manual_seed(0)
+    theirs = published_loop.make_network(name).state_dict()
+    for key, value in ours.items():
+        if not key.startswith(published_loop.OURS_ONLY):
+            assert torch.equal(value, theirs[published_loop.reference_name(name, key)]), key
