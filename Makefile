@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-fast lint clean
+.PHONY: help install demo test test-fast test-kernels lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -27,6 +27,11 @@ test: $(STAMP)  ## run the whole test suite (what CI runs)
 
 test-fast: $(STAMP)  ## run the tests without the slow ones
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The kernels torch picks (and so float32 summation order) depend on the CPU: AVX-512 here, AVX2 on a Zen 3.
+KERNELS_AVX2 := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+test-kernels: $(STAMP)  ## rerun the equality tests with an AVX2-only CPU's kernels (what CI also runs)
+	$(KERNELS_AVX2) $(BIN)/python -m pytest -q -m equality
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

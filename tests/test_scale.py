@@ -63,6 +63,7 @@ def image_keys(batches: list[torch.Tensor]) -> list[bytes]:
     return [(image * 255).round().to(torch.uint8).numpy().tobytes() for batch in batches for image in batch]
 
 
+@pytest.mark.equality
 @pytest.mark.slow
 def test_ddp_step_equals_single_process_and_ranks_shard_the_data(mnist_root: Path, tmp_path: Path) -> None:
     """2 CPU processes (gloo) x batch 128 vs 1 process x batch 256: the whole 256-image training set in one step.
@@ -70,11 +71,20 @@ def test_ddp_step_equals_single_process_and_ranks_shard_the_data(mnist_root: Pat
     Equal only where the step is a function of the global batch: BatchNorm normalises with each process's own
     batch (so norm "none"), and the paper's inner "mean" makes each latent scale with 1/batch (so "sum"; with
     "mean", DDP at per-process batch B trains as one process at batch B would, up to gradient averaging).
+
+    In float64: the claim is mathematical equality, and in float32 the bias gradients (sums of 256 x 1024 terms)
+    depend on the summation order of the CPU's kernels: 2.9e-4 relative apart on AVX2-only CPUs (Zen 3, or
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 here), 1e-5 on AVX-512 ones. In
+    float64 both measured 2.3e-11 relative (4.9e-17 absolute) for the gradients and 1.4e-17 for the parameters
+    after the step: near float64's rounding bound for such sums (n u = 2.6e5 x 1.1e-16 = 3e-11), so rtol 1e-8
+    leaves a 300-fold margin over that bound on any CPU, while a real difference (a missed allreduce halves a
+    gradient) is off by 50%.
     """
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     ddp.mkdir(), single.mkdir()
-    run_worker(ddp, fit_args(mnist_root, ddp, 128, "--trainer.devices=2", "--trainer.strategy=ddp"))
-    cli = main(fit_args(mnist_root, single, 256, "--trainer.devices=1"), run=False)  # in-process: saves a start-up
+    float64 = "--trainer.precision=64-true"
+    run_worker(ddp, fit_args(mnist_root, ddp, 128, "--trainer.devices=2", "--trainer.strategy=ddp", float64))
+    cli = main(fit_args(mnist_root, single, 256, "--trainer.devices=1", float64), run=False)  # in-process start-up
     cli.trainer.callbacks.append(Recorder(single))
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     rank0, rank1 = torch.load(ddp / "rank0.pt"), torch.load(ddp / "rank1.pt")
@@ -88,13 +98,14 @@ def test_ddp_step_equals_single_process_and_ranks_shard_the_data(mnist_root: Pat
 
     # the allreduced gradient is the single-process gradient of the global batch, on both ranks
     for name, grad in reference["grads"].items():
-        torch.testing.assert_close(rank0["grads"][name], grad, rtol=1e-4, atol=1e-7)
-        torch.testing.assert_close(rank1["grads"][name], grad, rtol=1e-4, atol=1e-7)
-    # and so the step: Adam's first step is about lr * sign(grad), so compare to a small fraction of lr (2e-4)
+        assert grad.dtype == torch.float64
+        torch.testing.assert_close(rank0["grads"][name], grad, rtol=1e-8, atol=1e-14)
+        torch.testing.assert_close(rank1["grads"][name], grad, rtol=1e-8, atol=1e-14)
+    # and so the step (Adam's first step is about lr * sign(grad), lr = 2e-4)
     for name, value in reference["state"].items():
         if name.startswith("latent_"):  # each rank sums the latents it saw: its half of the batch, by design
             continue
-        torch.testing.assert_close(rank0["state"][name], value, rtol=0, atol=2e-6)
+        torch.testing.assert_close(rank0["state"][name], value, rtol=0, atol=1e-12)
         torch.testing.assert_close(rank1["state"][name], rank0["state"][name], rtol=0, atol=0)
 
 

@@ -1,20 +1,29 @@
-"""Callbacks and plugins of the gon-lightning CLI: image panels, predict outputs, checkpoint safety, progress."""
+"""Callbacks and plugins of the gon-lightning CLI: image panels, predict outputs, checkpoint safety, progress,
+the run's config and test metrics files."""
 
 from gon_lightning.callbacks.checkpointing import AtomicCheckpointIO, BestAndLastCheckpoint, RunState
 from gon_lightning.callbacks.compile import CompileModules
 from gon_lightning.callbacks.images import ImagePanels, PredictionWriter, make_panels
 from gon_lightning.callbacks.performance import ChannelsLast
 from gon_lightning.callbacks.progress import EpochLog, TrainingClock
+from gon_lightning.callbacks.run_files import RunConfigCallback, SaveTestMetrics, WandbRunSummary
+from gon_lightning.callbacks.summary import CompactModelSummary
+from gon_lightning.callbacks.worst import WorstReconstructions
 
 __all__ = [
     "AtomicCheckpointIO",
     "BestAndLastCheckpoint",
     "ChannelsLast",
+    "CompactModelSummary",
     "CompileModules",
     "EpochLog",
     "ImagePanels",
     "PredictionWriter",
+    "RunConfigCallback",
     "RunState",
+    "SaveTestMetrics",
     "TrainingClock",
+    "WandbRunSummary",
+    "WorstReconstructions",
     "make_panels",
 ]

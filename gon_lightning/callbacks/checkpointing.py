@@ -20,10 +20,18 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from gon_lightning.runs import CHECKPOINT_FORMAT, CHECKPOINT_KEY, load_checkpoint_file
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """TorchCheckpointIO that writes to a temporary file and renames it over the target.
 
-    A crash or kill mid-save leaves the previous checkpoint intact, never a truncated `last.ckpt`. Loads use
+    A crash or kill mid-save leaves the previous checkpoint intact, never a truncated `last.ckpt`. The file gets
+    the mode any new file gets (0666 less the umask), not the temporary file's private 0600. Loads use
     `weights_only=True` unless told otherwise, and an unreadable file is an error that names it.
     """
 
@@ -37,6 +45,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
+                os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 would survive the rename
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         finally:
@@ -49,13 +58,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose `last.ckpt` (save_last=True) is always the latest state, improved or not.
+    """ModelCheckpoint whose `last.ckpt` is always the latest state, improved or not, written once.
 
-    Lightning 2.6 writes `last.ckpt` only at a step where it also saves a top-k checkpoint: after an epoch in
-    which the monitored val/sse did not improve, `last.ckpt` still held the best epoch's state, and resuming
-    from it silently repeated the epochs since. Here `last.ckpt` is also written when no top-k checkpoint was,
-    at the same points (validation end, or train epoch end without validation); `save_last="link"` keeps
-    Lightning's meaning (a link to the last checkpoint saved).
+    Lightning 2.6 writes `last.ckpt` only at a step where it also saves a top-k checkpoint (with `save_last:
+    link`, it links `last.ckpt` to the newest top-k file, however old): after an epoch in which the monitored
+    val/sse did not improve, `last.ckpt` still held the best epoch's state, and resuming from it silently repeated
+    the epochs since. Here `last.ckpt` is refreshed at every save point (validation end, or train epoch end
+    without validation):
+    - `save_last: link` (the CLI's default): a relative symlink to the checkpoint written at this very step when
+      there is one (no second write of the same state), else the state written to `last.ckpt` itself: one
+      full write per save point either way;
+    - `save_last: true`: always a file of its own (a second write when a top-k checkpoint was just written).
     """
 
     @property
@@ -75,8 +88,23 @@ class BestAndLastCheckpoint(ModelCheckpoint):
 
     def _refresh_last(self, trainer: pl.Trainer) -> None:
         # skipped where nothing may be saved (sanity check, fast_dev_run, not fitting) or this step already was
-        if self.save_last is True and not self._should_skip_saving_checkpoint(trainer):
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
+        if self.save_last != "link":
+            return super()._save_last_checkpoint(trainer, monitor_candidates)
+        last = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
+        saved = self._last_checkpoint_saved
+        if (
+            self._last_global_step_saved == trainer.global_step
+            and saved
+            and os.path.abspath(saved) != os.path.abspath(last)
+        ):
+            return super()._save_last_checkpoint(trainer, monitor_candidates)  # a link to this step's checkpoint
+        # nothing written at this step (or only last.ckpt): the state itself, once
+        self.last_model_path = last
+        self._save_checkpoint(trainer, last)
 
 
 def _rng_state() -> dict[str, Any]:

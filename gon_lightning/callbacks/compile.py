@@ -4,7 +4,7 @@ Add it to a run with `--trainer.callbacks+=CompileModules` (or under `trainer.ca
 model names what may be compiled (`ImageModel.compile_targets`); each of those submodules is compiled in
 place (`nn.Module.compile`), so parameter names, checkpoints and resuming are the same as without it.
 Models that train through a double backward (the GON family, unless detached) refuse with a `UserError`
-rather than being silently left uncompiled (DESIGN trap 5).
+rather than being silently left uncompiled (docs/design.md, "Compile limits").
 """
 
 from __future__ import annotations

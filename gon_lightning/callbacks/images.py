@@ -7,6 +7,7 @@ NotImplementedError only means that panel is skipped.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
+
+from gon_lightning.errors import positive_ints, require
 
 PANELS = ("reconstructions", "samples", "interpolations", "superres")
 
@@ -77,24 +80,46 @@ def make_panels(
     return grids
 
 
+# what a panel's rows are, for the W&B caption
+CAPTIONS = {
+    "reconstructions": "rows alternate: originals, then their reconstructions",
+    "samples": "new samples",
+    "interpolations": "each row: the spherical interpolation between two images' latents, endpoints included",
+    "superres": "top: originals enlarged (nearest); bottom: the model's renders of them at that size",
+}
+WANDB_MIN_WIDTH = 512  # dashboards show a 32 px panel as a smudge: enlarge (nearest) to at least this width
+
+
+def enlarged(grid: Tensor, min_width: int = WANDB_MIN_WIDTH) -> Tensor:
+    """The grid blown up by a whole factor (nearest: every pixel a crisp square) to at least `min_width`."""
+    factor = max(1, math.ceil(min_width / grid.shape[-1]))
+    return grid.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
+
+
 def log_panels(trainer: pl.Trainer, grids: dict[str, Tensor], prefix: str = "images") -> None:
-    """Send grids to the active loggers: W&B images, TensorBoard images; others (CSV) keep only the files."""
+    """Send grids to the active loggers: W&B images (enlarged, captioned), TensorBoard images; others (CSV) keep
+    only the files."""
     step = trainer.global_step
     for logger in trainer.loggers:
         for name, grid in grids.items():
             key = f"{prefix}/{name}"
             if isinstance(logger, WandbLogger):
-                array = (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-                logger.log_image(key, images=[array], step=step, caption=[f"epoch {trainer.current_epoch}"])
+                array = (enlarged(grid).permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+                caption = f"epoch {trainer.current_epoch}: {CAPTIONS.get(name, name)}"
+                logger.log_image(key, images=[array], step=step, caption=[caption])
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(key, grid, global_step=step)
 
 
 class ImagePanels(Callback):
-    """Every `every_n_epochs`, draw panels from a fixed batch and save them under `dirpath` and to the logger.
+    """After training epochs, draw panels from a fixed batch and save them under `dirpath` and to the logger.
 
     Args:
-        every_n_epochs: draw after every N-th training epoch (0 disables the callback).
+        every_n_epochs: draw after every N-th training epoch (0 disables the callback). None (the default) keeps
+            panels within a time budget: after the first epoch and the last one, and in between whenever the
+            time spent drawing stays within `max_time_share` of the training time so far (panels cost a few
+            hundred milliseconds on a CPU, a large share of an epoch that a GPU trains in a second).
+        max_time_share: the budget of the default schedule, as a share of the training time.
         num_images: originals in the reconstruction panel (taken from the first validation batch).
         num_samples: images in the sample panel.
         interpolation_steps: images per interpolation row.
@@ -105,7 +130,8 @@ class ImagePanels(Callback):
 
     def __init__(
         self,
-        every_n_epochs: int = 1,
+        every_n_epochs: int | None = None,
+        max_time_share: float = 0.01,
         num_images: int = 16,
         num_samples: int = 16,
         interpolation_steps: int = 8,
@@ -113,9 +139,17 @@ class ImagePanels(Callback):
         dirpath: str | None = None,
         log_to_logger: bool = True,
     ) -> None:
-        if every_n_epochs < 0:
-            raise ValueError(f"images.every_n_epochs must be >= 0, got {every_n_epochs}")
+        require(every_n_epochs is None or every_n_epochs >= 0, "images.every_n_epochs", every_n_epochs, ">= 0 or null")
+        require(0 < max_time_share <= 1, "images.max_time_share", max_time_share, "in (0, 1]")
+        positive_ints(
+            "images.",
+            num_images=num_images,
+            num_samples=num_samples,
+            interpolation_steps=interpolation_steps,
+            render_size=render_size,
+        )
         self.every_n_epochs = every_n_epochs
+        self.max_time_share = max_time_share
         self.num_images = num_images
         self.num_samples = num_samples
         self.interpolation_steps = interpolation_steps
@@ -124,6 +158,9 @@ class ImagePanels(Callback):
         self.log_to_logger = log_to_logger
         self._batch: Tensor | None = None
         self._failed: set[str] = set()
+        self._train_start = 0.0
+        self._drawing_s = 0.0  # time spent drawing in this fit
+        self._last_draw_s = 0.0
 
     def _keep(self, batch: Any) -> None:
         if self._batch is None and isinstance(batch, Tensor):
@@ -138,10 +175,27 @@ class ImagePanels(Callback):
         if batch_idx == 0:
             self._keep(batch)  # fallback when there is no validation
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._train_start, self._drawing_s, self._last_draw_s = time.perf_counter(), 0.0, 0.0
+
+    def _due(self, trainer: pl.Trainer, epoch: int) -> bool:
+        if self.every_n_epochs is not None:
+            return bool(self.every_n_epochs) and epoch % self.every_n_epochs == 0
+        last = (
+            trainer.should_stop
+            or (trainer.max_epochs is not None and trainer.max_epochs > 0 and epoch >= trainer.max_epochs)
+            or (trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps)
+        )
+        training_s = time.perf_counter() - self._train_start - self._drawing_s
+        return last or not self._drawing_s or self._drawing_s + self._last_draw_s <= self.max_time_share * training_s
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
-        if self.every_n_epochs and epoch % self.every_n_epochs == 0 and self._batch is not None:
-            self.draw(trainer, pl_module, f"epoch{epoch:04d}")
+        if self._batch is not None and self._due(trainer, epoch):
+            start = time.perf_counter()
+            self.draw(trainer, pl_module, f"epoch{trainer.current_epoch:04d}")  # numbered as Lightning does
+            self._last_draw_s = time.perf_counter() - start
+            self._drawing_s += self._last_draw_s
 
     @rank_zero_only
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str) -> dict[str, Path]:
@@ -171,7 +225,9 @@ class PredictionWriter(BasePredictionWriter):
 
     Args:
         output_dir: where files go; the CLI sets it to `<run>/predictions`.
-        num_samples, interpolation_steps, render_size: as in `ImagePanels`.
+        num_samples: images generated (models that sample).
+        interpolation_steps: images per interpolation row.
+        render_size: side of the super-resolution renders (models with `render(z, size)` only).
     """
 
     def __init__(
@@ -182,6 +238,9 @@ class PredictionWriter(BasePredictionWriter):
         render_size: int = 64,
     ) -> None:
         super().__init__(write_interval="batch")
+        positive_ints(
+            "predictions.", num_samples=num_samples, interpolation_steps=interpolation_steps, render_size=render_size
+        )
         self.output_dir = output_dir
         self.num_samples = num_samples
         self.interpolation_steps = interpolation_steps

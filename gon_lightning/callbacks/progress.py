@@ -12,7 +12,10 @@ from pytorch_lightning.utilities import rank_zero_only
 
 
 class EpochLog(Callback):
-    """Prints `epoch 3/10 step 375 train/sse 1.23 val/sse 1.41 (12.3 s)` after each epoch, flushed."""
+    """Prints `epoch 3/9 step 500 train/loss (epoch mean) 1.2 train/sse (epoch mean) 1.23 val/sse 1.41 (12.3 s)`
+    after each epoch (here the 4th of 10: epochs count from 0, as Lightning's), flushed: the training values are
+    the means over the epoch's images, as logged under `train/loss_epoch` and `train/sse_epoch`; `val/sse` is the
+    last validation's."""
 
     @rank_zero_only
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -24,16 +27,23 @@ class EpochLog(Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
 
-    @rank_zero_only
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        metrics = trainer.callback_metrics
-        shown = " ".join(
-            f"{name} {float(metrics[name]):.4g}" for name in ("train/loss", "train/sse", "val/sse") if name in metrics
-        )
-        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
+        # every process: the epoch means reduce over processes (callbacks run before the module logs them)
+        means = pl_module.train_epoch_means() if hasattr(pl_module, "train_epoch_means") else {}
+        if trainer.is_global_zero:
+            self._print(trainer, means)
+
+    def _print(self, trainer: pl.Trainer, means: dict[str, torch.Tensor]) -> None:
+        shown = [f"{name.removesuffix('_epoch')} (epoch mean) {float(value):.4g}" for name, value in means.items()]
+        if not means and "train/loss" in trainer.callback_metrics:  # a model logging its own per-step values
+            shown.append(f"train/loss (last logged step) {float(trainer.callback_metrics['train/loss']):.4g}")
+        if "val/sse" in trainer.callback_metrics:
+            shown.append(f"val/sse {float(trainer.callback_metrics['val/sse']):.4g}")
+        # numbered from 0 as Lightning does everywhere (its progress bar, checkpoint names, the logged `epoch`)
+        last = trainer.max_epochs - 1 if trainer.max_epochs and trainer.max_epochs > 0 else "?"
         elapsed = time.perf_counter() - getattr(self, "_start", time.perf_counter())
         print(
-            f"epoch {trainer.current_epoch + 1}/{total} step {trainer.global_step} {shown} ({elapsed:.1f} s)",
+            f"epoch {trainer.current_epoch}/{last} step {trainer.global_step} {' '.join(shown)} ({elapsed:.1f} s)",
             flush=True,
         )
 

@@ -3,7 +3,7 @@
 from gon_lightning.data.base import ImageDataModule
 from gon_lightning.data.coil20 import COIL20DataModule
 from gon_lightning.data.mnist5k import MNIST5kDataModule
-from gon_lightning.data.torchvision import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule
+from gon_lightning.data.torchvision_datasets import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule
 
 __all__ = [
     "CIFAR10DataModule",

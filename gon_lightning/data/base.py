@@ -1,7 +1,7 @@
 """One base for every dataset: decode once into a uint8 tensor, cache it on disk, serve batches from memory.
 
 Per-sample PIL decoding and resizing is an order of magnitude slower than indexing a decoded tensor for
-32x32 images (DESIGN trap 8), so each DataModule only says how to decode its files; this base resizes,
+32x32 images (docs/design.md, "The data path"), so each DataModule only says how to decode its files; this base resizes,
 caches, splits and serves. Batches are whole-tensor gathers (`__getitems__`), kept on the GPU when training
 there; Lightning's DistributedSampler shards the indices by rank under DDP.
 """
@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +25,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2.functional import resize
 
-from gon_lightning.errors import UserError
+from gon_lightning.errors import DATA, UserError, positive_int, require
 
 Split = tuple[Tensor, Tensor]  # images (N, C, H, W) uint8, labels (N,) int64
 CACHE_FORMAT = 1
@@ -108,8 +109,8 @@ def atomic_save(obj: object, path: Path) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-class ImageDataModule(pl.LightningDataModule):
-    """Base DataModule: subclasses set `folder` and `channels` and implement `decode`.
+class ImageDataModule(pl.LightningDataModule, ABC):
+    """Base DataModule (abstract): subclasses set `folder` and `channels` and implement `decode`.
 
     Args:
         root: directory holding the datasets (each in its own folder, in torchvision's layout where
@@ -137,15 +138,12 @@ class ImageDataModule(pl.LightningDataModule):
         device_resident: bool = True,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise UserError(f"data.batch_size must be positive, got {batch_size}")
-        if image_size < 1:
-            raise UserError(f"data.image_size must be positive, got {image_size}")
-        if not 0.0 <= val_fraction < 1.0:
-            raise UserError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        positive_int(DATA + "batch_size", batch_size)
+        positive_int(DATA + "image_size", image_size)
+        require(0.0 <= val_fraction < 1.0, DATA + "val_fraction", val_fraction, "in [0, 1)")
         self.root = Path(root).expanduser()
         if self.root.exists() and not self.root.is_dir():
-            raise UserError(f"data.root {self.root} is a file; it must be a directory")
+            raise UserError(f"{DATA}root {self.root} is a file; it must be a directory")
         self.batch_size = batch_size
         self.image_size = image_size
         self.val_fraction = val_fraction
@@ -167,9 +165,9 @@ class ImageDataModule(pl.LightningDataModule):
     def cache_path(self) -> Path:
         return self.data_dir / f"gon_lightning_{self.image_size}px.pt"
 
+    @abstractmethod
     def decode(self) -> dict[str, Split]:
         """Read (downloading if allowed) the dataset at its native size: {"train": ..., "test": ...}."""
-        raise NotImplementedError
 
     def _read_cache(self) -> dict[str, Split] | None:
         if not self.cache_path.exists():
@@ -225,7 +223,7 @@ class ImageDataModule(pl.LightningDataModule):
         images = self.splits[split]
         if train and len(images) < self.batch_size:
             raise UserError(
-                f"{self.folder} has {len(images)} training images, fewer than data.batch_size={self.batch_size}"
+                f"{self.folder} has {len(images)} training images, fewer than {DATA}batch_size={self.batch_size}"
             )
         return DataLoader(
             InMemoryImages(images),

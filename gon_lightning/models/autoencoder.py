@@ -2,40 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
-from gon_lightning.models.base import ImageModel, NormEval
+from gon_lightning.errors import MODEL, positive_int
+from gon_lightning.models.base import ConvNetModel
 from gon_lightning.models.gon import paper_loss
-from gon_lightning.nn import ConvDecoder, ConvEncoder, Norm
-from gon_lightning.nn.conv import Activation
+from gon_lightning.nn import ConvDecoder, ConvEncoder
 
 
-class ConvAutoencoder(ImageModel):
-    """Encoder (images -> nz) and decoder (nz -> images) trained on the GON paper's loss.
+class ConvAutoencoder(ConvNetModel):
+    """Encoder (images -> nz) and decoder (nz -> images) trained on the GON paper's loss. Other options: the
+    networks' (`ConvNetModel`) and the shared ones (`ImageModel`).
 
     Args:
         nz: latent size.
-        ngf: width of encoder and decoder.
-        activation, norm: of both networks (see `GON`).
-        image_shape, lr, norm_eval: see `ImageModel`.
     """
 
-    def __init__(
-        self,
-        nz: int = 256,
-        ngf: int = 16,
-        activation: Activation = "elu",
-        norm: Norm = "batch",
-        image_shape: tuple[int, int, int] = (1, 32, 32),
-        lr: float = 2e-4,
-        norm_eval: NormEval = "batch",
-    ) -> None:
-        super().__init__(image_shape=image_shape, lr=lr, norm_eval=norm_eval)
-        self.save_hyperparameters()
+    def __init__(self, nz: int = 256, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        positive_int(MODEL + "nz", nz)
         channels, height, _ = self.image_shape
         self.nz = nz
-        self.encoder = ConvEncoder(nz, ngf, channels, height, activation, norm)
-        self.decoder = ConvDecoder(nz, ngf, channels, height, activation, norm)
+        self.encoder = ConvEncoder(nz, self.ngf, channels, height, self.activation, self.norm)
+        self.decoder = ConvDecoder(nz, self.ngf, channels, height, self.activation, self.norm)
 
     def encode_images(self, x: Tensor) -> Tensor:
         return self.encoder(x)

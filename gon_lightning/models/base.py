@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MeanSquaredError
 from torchmetrics.image import PeakSignalNoiseRatio
+
+from gon_lightning.errors import MODEL, positive, positive_int, require
+from gon_lightning.nn import Activation, Norm
 
 NormEval = Literal["batch", "running"]
 
@@ -20,7 +24,7 @@ def batchnorm_batch_statistics(module: nn.Module) -> Iterator[None]:
     """Let every BatchNorm normalise with the batch's own statistics without touching its running ones.
 
     This is how the reference scripts evaluated (the model stayed in train mode), so their published
-    numbers are only comparable under it (DESIGN trap 1).
+    numbers are only comparable under it (docs/design.md, "BatchNorm at the origin").
     """
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [(m.training, m.track_running_stats) for m in norms]
@@ -53,8 +57,13 @@ def _reconstruction_metrics() -> nn.ModuleDict:
     return nn.ModuleDict({"sse": MeanMetric(), "mse": MeanSquaredError(), "psnr": PeakSignalNoiseRatio(data_range=1.0)})
 
 
-class ImageModel(pl.LightningModule):
-    """Base of every model. Subclasses implement `training_step` and `reconstruct`.
+class ImageModel(pl.LightningModule, ABC):
+    """Base of every model (abstract: the CLI offers only its concrete subclasses). Subclasses implement
+    `training_step`, and `reconstruct` or `encode_images`/`decode_latents` where they have them.
+
+    Each option is declared once, by the class that uses it, and documented there; subclasses pass the options
+    they do not use on to their base with `**kwargs` (jsonargparse follows those calls, so `--model.help` lists
+    them all). `save_hyperparameters` runs once, here: it records the options of every constructor in the chain.
 
     Args:
         image_shape: (channels, height, width); linked from the DataModule by the CLI.
@@ -69,8 +78,11 @@ class ImageModel(pl.LightningModule):
         self, image_shape: tuple[int, int, int] = (1, 32, 32), lr: float = 2e-4, norm_eval: NormEval = "batch"
     ) -> None:
         super().__init__()
-        if norm_eval not in ("batch", "running"):
-            raise ValueError(f"norm_eval must be 'batch' or 'running', got {norm_eval!r}")
+        require(norm_eval in ("batch", "running"), MODEL + "norm_eval", norm_eval, "'batch' or 'running'")
+        shape_ok = len(tuple(image_shape)) == 3 and all(isinstance(n, int) and n > 0 for n in image_shape)
+        require(shape_ok, MODEL + "image_shape", image_shape, "(channels, height, width), all positive")
+        positive(MODEL + "lr", lr)
+        self.save_hyperparameters()
         self.image_shape = tuple(image_shape)
         self.lr = lr
         self.norm_eval = norm_eval
@@ -94,6 +106,9 @@ class ImageModel(pl.LightningModule):
     def reconstruct(self, x: Tensor) -> Tensor:
         return self.decode_latents(self.encode_images(x))
 
+    @abstractmethod
+    def training_step(self, x: Tensor, batch_idx: int) -> Tensor: ...
+
     def interpolate(self, x_a: Tensor, x_b: Tensor, steps: int = 8) -> Tensor:
         """Images along the spherical interpolation between the latents of x_a and x_b: (steps, B, C, H, W)."""
         z = slerp(self.encode_images(x_a), self.encode_images(x_b), steps)
@@ -103,7 +118,7 @@ class ImageModel(pl.LightningModule):
         """Names of the submodules the `CompileModules` callback may compile with torch.compile, in place.
 
         By default every child module with parameters. Models whose training cannot be compiled (a double
-        backward: DESIGN trap 5) override this to raise a `UserError` saying so.
+        backward: docs/design.md, "Compile limits") override this to raise a `UserError` saying so.
         """
         return [name for name, child in self.named_children() if any(True for _ in child.parameters())]
 
@@ -121,26 +136,87 @@ class ImageModel(pl.LightningModule):
     def _evaluate(self, x: Tensor, metrics: nn.ModuleDict, stage: str) -> Tensor:
         with self.evaluation_protocol():
             x_hat = self.reconstruct(x)
+        self.log_reconstruction(x_hat, x, metrics, stage)
+        return x_hat
+
+    def log_reconstruction(self, x_hat: Tensor, x: Tensor, metrics: nn.ModuleDict, stage: str) -> None:
         metrics["sse"].update(per_image_sse(x_hat, x))
         metrics["mse"].update(x_hat, x)
         metrics["psnr"].update(x_hat, x)
         self.log_dict({f"{stage}/{name}": m for name, m in metrics.items()}, batch_size=len(x))
-        return x_hat
 
     def validation_step(self, x: Tensor, batch_idx: int) -> None:
         self._evaluate(x, self.val_metrics, "val")
 
-    def test_step(self, x: Tensor, batch_idx: int) -> None:
-        self._evaluate(x, self.test_metrics, "test")
+    def test_step(self, x: Tensor, batch_idx: int) -> Tensor:
+        return self._evaluate(x, self.test_metrics, "test")  # the scored reconstructions, for callbacks
 
     def predict_step(self, x: Tensor, batch_idx: int) -> Tensor:
         with self.evaluation_protocol():
             return self.reconstruct(x)
 
+    # --- training curves ------------------------------------------------------------------------------
+    # `self.log` costs about a millisecond per call (Lightning walks and moves its whole result collection), so
+    # per-step values are logged only at the steps Lightning sends to the loggers (`trainer.log_every_n_steps`),
+    # and the epoch means come from sums kept on the device: no host synchronisation per step.
+    _train_sums: Tensor | None = None  # (loss, sse) summed over this epoch's training images, on the device
+    _train_images = 0
+    _epoch_means: dict[str, Tensor] | None = None
+
     def log_train(self, loss: Tensor, x_hat: Tensor, x: Tensor) -> None:
-        batch_size = len(x)
-        # no prog_bar on per-step values: Lightning turns progress-bar metrics into Python numbers every step,
-        # a host synchronisation per step on a GPU. The bar shows the running epoch mean, read at epoch end.
-        self.log("train/loss", loss, batch_size=batch_size)
-        self.log("loss", loss, on_step=False, on_epoch=True, prog_bar=True, logger=False, batch_size=batch_size)
-        self.log("train/sse", per_image_sse(x_hat.detach(), x).mean(), batch_size=batch_size)
+        """Record a training step: `train/loss` and `train/sse` (mean per-image SSE) every
+        `trainer.log_every_n_steps` steps, and their epoch means `train/loss_epoch`, `train/sse_epoch`."""
+        n = len(x)
+        values = torch.stack([loss.detach().float(), per_image_sse(x_hat.detach(), x).mean().float()])
+        self._train_sums = values * n if self._train_sums is None else self._train_sums.add_(values, alpha=n)
+        self._train_images += n
+        trainer = self._trainer
+        # Lightning's own "does this step reach the loggers" (private; the same test it applies after the step)
+        if trainer is not None and (trainer._logger_connector.should_update_logs or trainer.fast_dev_run):
+            self.log_dict({"train/loss": values[0], "train/sse": values[1]}, batch_size=n)
+
+    def on_train_epoch_start(self) -> None:
+        self._train_sums, self._train_images, self._epoch_means = None, 0, None
+
+    def train_epoch_means(self) -> dict[str, Tensor]:
+        """This epoch's mean training loss and SSE over every image seen (all processes), as 0-dim tensors.
+
+        Read once per epoch: it reduces over processes, so every process calls it (the first call is
+        `on_train_epoch_end`, or a callback's before it) and later calls return the same values."""
+        if self._epoch_means is None:
+            if self._train_sums is None:
+                return {}
+            sums = torch.cat([self._train_sums, self._train_sums.new_tensor([self._train_images])])
+            if self._trainer is not None:
+                sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+            self._epoch_means = {"train/loss_epoch": sums[0] / sums[2], "train/sse_epoch": sums[1] / sums[2]}
+        return self._epoch_means
+
+    def on_train_epoch_end(self) -> None:
+        for name, value in self.train_epoch_means().items():
+            self.log(name, value, prog_bar=True)
+
+
+class ConvNetModel(ImageModel):
+    """Base of the models built from the paper's 32x32 convolutional networks (`gon_lightning.nn.conv`): GON,
+    detached GON, V-GON, autoencoder and VAE. It declares the networks' options once.
+
+    Args:
+        ngf: network width: the decoder's last hidden layer has ngf channels, the ones before 2 ngf and 4 ngf
+            (the encoder mirrors it); 16 in the paper.
+        activation: activation of the networks (the paper's ablation: ELU > SELU > ReLU).
+        norm: normalisation after each hidden convolution. "batch" is the paper's; "group" or "none" evaluate
+            the same in train and eval mode at any batch size (docs/design.md, "BatchNorm at the origin").
+    """
+
+    def __init__(self, ngf: int = 16, activation: Activation = "elu", norm: Norm = "batch", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        positive_int(MODEL + "ngf", ngf)
+        require(activation in ("elu", "relu", "selu"), MODEL + "activation", activation, "'elu', 'relu' or 'selu'")
+        require(norm in ("batch", "group", "none"), MODEL + "norm", norm, "'batch', 'group' or 'none'")
+        if norm == "group":  # GroupNorm(min(8, c // 2), c) must divide each width c
+            ok = all(c >= 2 and c % min(8, c // 2) == 0 for c in (ngf, 2 * ngf, 4 * ngf))
+            require(ok, MODEL + "ngf", ngf, "2, 3, 4, 6, 8 or a multiple of 8 with norm 'group' (GroupNorm's groups)")
+        self.ngf = ngf
+        self.activation = activation
+        self.norm = norm

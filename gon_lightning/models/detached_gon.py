@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from gon_lightning.models.base import NormEval
+from typing import Any, Literal
+
+from gon_lightning.errors import MODEL, require
 from gon_lightning.models.gon import GON
-from gon_lightning.models.origin import InnerReduction
-from gon_lightning.nn import Norm
-from gon_lightning.nn.conv import Activation
 
 
 class DetachedGON(GON):
@@ -14,20 +13,13 @@ class DetachedGON(GON):
 
     The decoder then learns only from the outer loss at a fixed z, never from how z depends on it; the
     published runs show it clearly worse (MNIST test SSE 2.46 vs 0.124 after 500 epochs). A subclass rather
-    than a flag so configs, run names and checkpoints say which model they hold. Arguments: see `GON`.
+    than a flag so configs, run names and checkpoints say which model they hold. Other options: see `GON`.
+
+    Args:
+        detach_latent: always true, the point of this model (stated so its checkpoints, which record it,
+            load; `GON` is the model with the second-order term).
     """
 
-    def __init__(
-        self,
-        nz: int = 256,
-        ngf: int = 16,
-        activation: Activation = "elu",
-        norm: Norm = "batch",
-        inner_reduction: InnerReduction = "mean",
-        init_sigma: float = 0.0,
-        image_shape: tuple[int, int, int] = (1, 32, 32),
-        lr: float = 2e-4,
-        norm_eval: NormEval = "batch",
-    ) -> None:
-        super().__init__(nz, ngf, activation, norm, inner_reduction, init_sigma, True, image_shape, lr, norm_eval)
-        self.save_hyperparameters()
+    def __init__(self, detach_latent: Literal[True] = True, **kwargs: Any) -> None:
+        require(detach_latent is True, MODEL + "detach_latent", detach_latent, "true for DetachedGON (else use GON)")
+        super().__init__(detach_latent=detach_latent, **kwargs)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
-from gon_lightning.models.base import NormEval
-from gon_lightning.models.origin import InnerReduction, OriginModel
-from gon_lightning.nn import ConvDecoder, Norm
-from gon_lightning.nn.conv import Activation
+from gon_lightning.models.base import ConvNetModel
+from gon_lightning.models.origin import OriginModel
+from gon_lightning.nn import ConvDecoder
 
 
 def paper_loss(x_hat: Tensor, x: Tensor) -> Tensor:
@@ -15,36 +16,16 @@ def paper_loss(x_hat: Tensor, x: Tensor) -> Tensor:
     return (x_hat - x).square().sum(1).flatten(1).mean(1)
 
 
-class GON(OriginModel):
-    """GON: the latent is the negative gradient of the reconstruction loss at the origin.
-
-    Args:
-        nz: latent size.
-        ngf: decoder width.
-        activation: decoder activation (the paper's ablation: ELU > SELU > ReLU).
-        norm: decoder normalisation. "batch" is the paper's; "group" or "none" evaluate the same in
-            train and eval mode at any batch size (DESIGN trap 1).
-        inner_reduction, init_sigma, detach_latent: see `OriginModel`.
-        image_shape, lr, norm_eval: see `ImageModel`.
+class GON(ConvNetModel, OriginModel):
+    """GON: the latent is the negative gradient of the reconstruction loss at the origin, decoded by the paper's
+    convolutional decoder. Options: the decoder's (`ConvNetModel`), the origin step's (`OriginModel`) and
+    the shared ones (`ImageModel`); `--model.help GON` lists them all.
     """
 
-    def __init__(
-        self,
-        nz: int = 256,
-        ngf: int = 16,
-        activation: Activation = "elu",
-        norm: Norm = "batch",
-        inner_reduction: InnerReduction = "mean",
-        init_sigma: float = 0.0,
-        detach_latent: bool = False,
-        image_shape: tuple[int, int, int] = (1, 32, 32),
-        lr: float = 2e-4,
-        norm_eval: NormEval = "batch",
-    ) -> None:
-        super().__init__(nz, inner_reduction, init_sigma, detach_latent, image_shape, lr, norm_eval)
-        self.save_hyperparameters()
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         channels, height, _ = self.image_shape
-        self.decoder = ConvDecoder(nz, ngf, channels, height, activation, norm)
+        self.decoder = ConvDecoder(self.nz, self.ngf, channels, height, self.activation, self.norm)
 
     def decode_latents(self, z: Tensor) -> Tensor:
         return self.decoder(z)

@@ -20,13 +20,15 @@ frozen classifier's confidence and class spread.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from gon_lightning.errors import UserError
-from gon_lightning.models.base import ImageModel, NormEval
+from gon_lightning.errors import MODEL, UserError, positive, positive_int, require
+from gon_lightning.models.base import ImageModel
 from gon_lightning.nn.conv import check_image_size
 
 
@@ -64,7 +66,8 @@ class GenerativeOptimizationNetwork(ImageModel):
         tolerance: early stopping; stop once a step improves the mean "real" loss of the batch by less.
         noise_negatives: also train the discriminator to reject the starting noise.
         reference_size: training images the nearest-neighbour sample-quality figure compares against.
-        image_shape, lr, norm_eval: see `ImageModel` (the discriminator has no BatchNorm).
+
+    Other options: the shared ones (`ImageModel`; norm_eval is moot: the discriminator has no BatchNorm).
     """
 
     def __init__(
@@ -75,14 +78,14 @@ class GenerativeOptimizationNetwork(ImageModel):
         tolerance: float = 1e-3,
         noise_negatives: bool = True,
         reference_size: int = 2000,
-        image_shape: tuple[int, int, int] = (1, 32, 32),
-        lr: float = 2e-4,
-        norm_eval: NormEval = "batch",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(image_shape=image_shape, lr=lr, norm_eval=norm_eval)
-        if input_steps < 1:
-            raise UserError(f"model.init_args.input_steps must be at least 1, got {input_steps}")
-        self.save_hyperparameters()
+        super().__init__(**kwargs)
+        positive_int(MODEL + "ndf", ndf)
+        positive_int(MODEL + "input_steps", input_steps)
+        positive(MODEL + "input_lr", input_lr)
+        require(tolerance >= 0, MODEL + "tolerance", tolerance, ">= 0")
+        positive_int(MODEL + "reference_size", reference_size)
         channels, height, _ = self.image_shape
         self.discriminator = Discriminator(channels, ndf, height)
         self.input_steps = input_steps
@@ -176,6 +179,9 @@ class GenerativeOptimizationNetwork(ImageModel):
         quality["real_nn_sse"].update(self.nearest_sse(x))
         self.log_dict({f"{stage}/{name}": m for name, m in quality.items()}, batch_size=len(x))
         return samples
+
+    def test_step(self, x: Tensor, batch_idx: int) -> None:
+        self._evaluate(x, self.test_metrics, "test")  # samples, not reconstructions of x: nothing to return
 
     def _log_ratio(self, stage: str) -> None:
         quality = self.quality[stage]

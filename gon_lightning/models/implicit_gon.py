@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gon_lightning.errors import UserError
-from gon_lightning.models.base import NormEval
-from gon_lightning.models.origin import InnerReduction, OriginModel
+from gon_lightning.errors import MODEL, UserError, positive, positive_int, require
+from gon_lightning.models.origin import OriginModel
 from gon_lightning.nn.siren import Encoding, Siren, coordinate_grid, make_encoding
 
 ImplicitLoss = Literal["mse", "bce"]
@@ -27,8 +26,13 @@ class ImplicitGON(OriginModel):
     makes the latent gradient H*W times smaller, and the origin step then barely leaves the origin. The
     reported metric (mse) is per pixel, as published.
 
+    Other options: the origin step's (`OriginModel`) and the shared ones (`ImageModel`; norm_eval is moot: a
+    SIREN has no BatchNorm).
+
     Args:
-        nz: latent size.
+        nz: latent size (32, the reference's).
+        image_shape: (channels, height, width), square; linked from the DataModule by the CLI (28x28 MNIST in
+            the reference).
         widths: widths of the sine layers.
         w0: SIREN frequency factor (30 in SIREN and the reference).
         encoding: positional encoding of the coordinates: "none" (raw coordinates, the reference), "nerf"
@@ -39,13 +43,14 @@ class ImplicitGON(OriginModel):
         loss: "mse" (output is the pixel value, clamped to [0, 1] for pictures and metrics) or "bce" (output
             is a logit; the pixel value is its sigmoid).
         learn_origin: start the inner step from a learned latent rather than from zero.
-        inner_steps, inner_lr, inner_reduction, init_sigma, detach_latent: see `OriginModel`.
-        image_shape, lr, norm_eval: see `ImageModel` (norm_eval is moot: a SIREN has no BatchNorm).
+        inner_steps: gradient steps on the inner loss (1 is the paper's single step from the origin).
+        inner_lr: size of each inner step (1 is the paper's z = z0 - grad).
     """
 
     def __init__(
         self,
         nz: int = 32,
+        image_shape: tuple[int, int, int] = (1, 28, 28),
         widths: list[int] = [256, 256, 256, 256],  # noqa: B006 (jsonargparse needs a literal default)
         w0: float = 30.0,
         encoding: Encoding = "none",
@@ -56,19 +61,20 @@ class ImplicitGON(OriginModel):
         learn_origin: bool = False,
         inner_steps: int = 1,
         inner_lr: float = 1.0,
-        inner_reduction: InnerReduction = "mean",
-        init_sigma: float = 0.0,
-        detach_latent: bool = False,
-        image_shape: tuple[int, int, int] = (1, 28, 28),
-        lr: float = 2e-4,
-        norm_eval: NormEval = "batch",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            nz, inner_reduction, init_sigma, detach_latent, image_shape, lr, norm_eval, inner_steps, inner_lr
-        )
-        self.save_hyperparameters()
-        if loss not in ("mse", "bce"):
-            raise UserError(f"model.loss must be 'mse' or 'bce', got {loss!r}")
+        super().__init__(nz=nz, image_shape=image_shape, **kwargs)
+        require(loss in ("mse", "bce"), MODEL + "loss", loss, "'mse' or 'bce'")
+        require(len(widths) > 0, MODEL + "widths", widths, "at least one hidden layer")
+        for layer_width in widths:
+            positive_int(MODEL + "widths", layer_width)
+        positive(MODEL + "w0", w0)
+        positive_int(MODEL + "num_frequencies", num_frequencies)
+        positive(MODEL + "fourier_sigma", fourier_sigma)
+        positive_int(MODEL + "inner_steps", inner_steps)
+        positive(MODEL + "inner_lr", inner_lr)
+        self.inner_steps = inner_steps
+        self.inner_lr = inner_lr
         channels, height, width = self.image_shape
         if height != width:
             raise UserError(f"the implicit GON renders square images, got {height}x{width}")

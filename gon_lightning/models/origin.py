@@ -12,29 +12,29 @@ Hooks for the family: `initial_latent` (the implicit GON's learnable origin), `i
 
 from __future__ import annotations
 
-from typing import Literal
+from abc import abstractmethod
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from gon_lightning.errors import UserError
-from gon_lightning.models.base import ImageModel, NormEval
+from gon_lightning.errors import MODEL, UserError, positive_int, require
+from gon_lightning.models.base import ImageModel
 
 InnerReduction = Literal["mean", "sum"]
 
 
 class OriginModel(ImageModel):
-    """Base of the GON family. Subclasses implement `latent_loss` and `decode_latents`.
+    """Base of the GON family (abstract). Subclasses implement `latent_loss` and `decode_latents`.
 
     Args:
-        nz: latent size.
+        nz: latent size (256 in the paper's convolutional GON).
         inner_reduction: how the inner loss combines the batch. "mean" is the paper's, and makes each
-            latent scale with 1/batch size; "sum" makes latents independent of the batch (DESIGN trap 2).
+            latent scale with 1/batch size; "sum" makes latents independent of the batch (docs/design.md,
+            "Latent scale and batch size").
         init_sigma: standard deviation of noise added to the origin (0 is the origin; the paper's
             ablation shows any noise hurts).
         detach_latent: drop the second-order term (the detached-GON ablation).
-        inner_steps: gradient steps on the inner loss (1 is the paper's single step from the origin).
-        inner_lr: size of each inner step (1 is the paper's z = z0 - grad).
 
     Sampling: every latent seen by `training_step` is added to running sums (count, sum, sum of outer
     products), buffers reset at the start of each training epoch. At the end of an epoch they are frozen
@@ -44,32 +44,26 @@ class OriginModel(ImageModel):
 
     #: whether `sample` draws from a Gaussian fitted to training latents (V-GON samples its prior instead)
     fits_latent_gaussian = True
+    #: the paper's single step z = z0 - grad; a subclass may offer more steps, or smaller ones, as options
+    inner_steps: int = 1
+    inner_lr: float = 1.0
 
     def __init__(
         self,
-        nz: int,
+        nz: int = 256,
         inner_reduction: InnerReduction = "mean",
         init_sigma: float = 0.0,
         detach_latent: bool = False,
-        image_shape: tuple[int, int, int] = (1, 32, 32),
-        lr: float = 2e-4,
-        norm_eval: NormEval = "batch",
-        inner_steps: int = 1,
-        inner_lr: float = 1.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(image_shape=image_shape, lr=lr, norm_eval=norm_eval)
-        if inner_reduction not in ("mean", "sum"):
-            raise UserError(f"model.inner_reduction must be 'mean' or 'sum', got {inner_reduction!r}")
-        if inner_steps < 1:
-            raise UserError(f"model.inner_steps must be at least 1, got {inner_steps}")
-        if init_sigma < 0:
-            raise UserError(f"model.init_sigma must be >= 0, got {init_sigma}")
+        super().__init__(**kwargs)
+        positive_int(MODEL + "nz", nz)
+        require(inner_reduction in ("mean", "sum"), MODEL + "inner_reduction", inner_reduction, "'mean' or 'sum'")
+        require(init_sigma >= 0, MODEL + "init_sigma", init_sigma, ">= 0")
         self.nz = nz
         self.inner_reduction = inner_reduction
         self.init_sigma = init_sigma
         self.detach_latent = detach_latent
-        self.inner_steps = inner_steps
-        self.inner_lr = inner_lr
         if self.fits_latent_gaussian:
             # float64: sums over a whole epoch of latents; (nz x nz) is small
             self.register_buffer("latent_count", torch.zeros((), dtype=torch.float64))
@@ -79,9 +73,9 @@ class OriginModel(ImageModel):
             self.register_buffer("latent_cov", torch.zeros(nz, nz, dtype=torch.float64))
             self.register_buffer("latent_fitted", torch.zeros((), dtype=torch.float64))  # latents behind the fit
 
+    @abstractmethod
     def latent_loss(self, z: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         """Decode z; return (loss per sample of shape (B,), reconstruction)."""
-        raise NotImplementedError
 
     def initial_latent(self, batch_size: int) -> Tensor:
         """Where the inner optimisation starts: the origin (plus noise when init_sigma > 0)."""
@@ -120,10 +114,11 @@ class OriginModel(ImageModel):
         """The fp16 loss scale as a 0-dim device tensor, or None when no GradScaler is active.
 
         Lightning scales only the loss `training_step` returns, so under `precision="16-mixed"` the inner
-        gradient would be taken unscaled and underflow in fp16 (DESIGN trap 3). Scaling the inner loss by the
-        scaler's own scale and dividing the gradient back keeps it in range; an overflow makes the latents, the
-        outer loss and so the parameter gradients non-finite, and the scaler then skips the step and lowers its
-        scale as for any overflow. The scale stays a tensor: no host synchronisation. bf16 needs no scaler.
+        gradient would be taken unscaled and underflow in fp16 (docs/design.md, "fp16 inner-gradient scaling").
+        Scaling the inner loss by the scaler's own scale and dividing the gradient back keeps it in range; an
+        overflow makes the latents, the outer loss and so the parameter gradients non-finite, and the scaler then
+        skips the step and lowers its scale as for any overflow. The scale stays a tensor: no host
+        synchronisation. bf16 needs no scaler.
         """
         trainer = self._trainer  # not `self.trainer`: the model may run without one
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None) if trainer is not None else None
@@ -142,8 +137,8 @@ class OriginModel(ImageModel):
             raise UserError(
                 f"{type(self).__name__} differentiates its inner gradient (create_graph=True), which SyncBatchNorm "
                 "cannot do (pytorch#61222): drop trainer.sync_batchnorm (each process then normalises with its own "
-                "batch statistics, as at batch size per process), or use model.norm 'group' or 'none', or "
-                "model.detach_latent true"
+                "batch statistics, as at batch size per process), or use model.init_args.norm 'group' or 'none', or "
+                "model.init_args.detach_latent true"
             )
 
     def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
@@ -158,7 +153,7 @@ class OriginModel(ImageModel):
         return self.encode(x, create_graph=False).detach()
 
     def compile_targets(self) -> list[str]:
-        if not self.detach_latent:  # DESIGN trap 5: aot_autograd cannot compile a double backward
+        if not self.detach_latent:  # aot_autograd cannot compile a double backward (docs/design.md, "Compile limits")
             raise UserError(
                 f"{type(self).__name__} differentiates its inner gradient (create_graph=True), a double backward "
                 "that torch.compile cannot compile: remove CompileModules from trainer.callbacks, or set "
@@ -177,11 +172,24 @@ class OriginModel(ImageModel):
         self.latent_outer += z.T @ z
 
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
         if self.fits_latent_gaussian:
             for name in ("latent_count", "latent_sum", "latent_outer"):
                 getattr(self, name).zero_()
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # fitted right after the epoch's last batch, before validation: Lightning calls the callbacks' epoch-end
+        # hooks (image panels) and saves checkpoints at validation end before the model's own on_train_epoch_end,
+        # and they must hold this epoch's Gaussian, not the previous one
+        if batch_idx + 1 == self.trainer.num_training_batches:
+            self.fit_latent_gaussian()
+
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        self.fit_latent_gaussian()  # again, for epochs of unknown length (idempotent)
+
+    def fit_latent_gaussian(self) -> None:
+        """The sampling Gaussian := mean and covariance of the latents of this epoch's training batches."""
         if self.fits_latent_gaussian and self.latent_count >= 2:
             mean, cov = self._running_gaussian()
             self.latent_mean.copy_(mean)

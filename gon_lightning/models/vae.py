@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from gon_lightning.models.autoencoder import ConvAutoencoder
-from gon_lightning.models.base import NormEval
 from gon_lightning.models.variational import (
     ElboMetrics,
     EvalLatent,
@@ -15,8 +16,6 @@ from gon_lightning.models.variational import (
     negative_elbo,
     reparameterize,
 )
-from gon_lightning.nn import Norm
-from gon_lightning.nn.conv import Activation
 
 
 class VAE(ConvAutoencoder):
@@ -27,25 +26,17 @@ class VAE(ConvAutoencoder):
     `variational.evaluation_latent`); `elbo` (nats per image, one posterior sample) and `bpd` are logged with the
     reconstruction metrics. Samples decode z ~ N(0, I).
 
+    Other options: as `ConvAutoencoder`'s.
+
     Args:
-        eval_latent: "sample" (the references' protocol, so SSE means the published figure) or "mean".
-        others: see `ConvAutoencoder`.
+        eval_latent: the latent a reconstruction decodes: "sample" (a posterior sample: the references'
+            protocol, so SSE means the published figure) or "mean" (the posterior mean).
     """
 
-    def __init__(
-        self,
-        nz: int = 256,
-        ngf: int = 16,
-        activation: Activation = "elu",
-        norm: Norm = "batch",
-        image_shape: tuple[int, int, int] = (1, 32, 32),
-        lr: float = 2e-4,
-        norm_eval: NormEval = "batch",
-        eval_latent: EvalLatent = "sample",
-    ) -> None:
-        super().__init__(nz, ngf, activation, norm, image_shape, lr, norm_eval)
-        self.save_hyperparameters()
+    def __init__(self, eval_latent: EvalLatent = "sample", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.eval_latent = checked_eval_latent(eval_latent)
+        nz = self.nz
         self.to_mu = nn.Linear(nz, nz)
         self.to_logvar = nn.Linear(nz, nz)
         self.val_elbo = ElboMetrics(self.image_shape)
@@ -80,7 +71,5 @@ class VAE(ConvAutoencoder):
         x_hat = super()._evaluate(x, metrics, stage)
         with self.evaluation_protocol():
             nelbo, _ = self.loss(x)
-        elbo = self.val_elbo if stage == "val" else self.test_elbo
-        elbo.update(nelbo)
-        self.log_dict(elbo.to_log(stage), batch_size=len(x))
+        (self.val_elbo if stage == "val" else self.test_elbo).log(self, nelbo, stage)
         return x_hat

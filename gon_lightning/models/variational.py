@@ -7,10 +7,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pytorch_lightning import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from gon_lightning.errors import UserError
+from gon_lightning.errors import MODEL, require
 
 EvalLatent = Literal["sample", "mean"]
 
@@ -20,8 +21,7 @@ def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
 
 
 def checked_eval_latent(eval_latent: str) -> EvalLatent:
-    if eval_latent not in ("sample", "mean"):
-        raise UserError(f"model.eval_latent must be 'sample' or 'mean', got {eval_latent!r}")
+    require(eval_latent in ("sample", "mean"), MODEL + "eval_latent", eval_latent, "'sample' or 'mean'")
     return eval_latent
 
 
@@ -53,10 +53,9 @@ class ElboMetrics(nn.Module):
         self.elbo = MeanMetric()
         self.bpd = MeanMetric()
 
-    def update(self, nats_per_image: Tensor) -> None:
+    def log(self, model: LightningModule, nats_per_image: Tensor, stage: str) -> None:
+        """Add a batch's negative ELBO and log both means, as `model`'s `<stage>/elbo` and `<stage>/bpd`."""
         nats = nats_per_image.detach()
         self.elbo.update(nats)
         self.bpd.update(bits_per_dim(nats, self.image_shape))
-
-    def to_log(self, stage: str) -> dict[str, MeanMetric]:
-        return {f"{stage}/elbo": self.elbo, f"{stage}/bpd": self.bpd}
+        model.log_dict({f"{stage}/elbo": self.elbo, f"{stage}/bpd": self.bpd}, batch_size=len(nats))

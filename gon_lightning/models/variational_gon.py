@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
-from gon_lightning.models.base import NormEval, per_image_sse
-from gon_lightning.models.origin import InnerReduction, OriginModel
+from gon_lightning.models.base import ConvNetModel
+from gon_lightning.models.origin import OriginModel
 from gon_lightning.models.variational import (
+    ElboMetrics,
     EvalLatent,
-    bits_per_dim,
     checked_eval_latent,
     evaluation_latent,
     negative_elbo,
     reparameterize,
 )
-from gon_lightning.nn import ConvDecoder, Norm
-from gon_lightning.nn.conv import Activation
+from gon_lightning.nn import ConvDecoder
 
 
-class VariationalGON(OriginModel):
+class VariationalGON(ConvNetModel, OriginModel):
     """V-GON: F(z) = decoder(reparameterise(mu(z), logvar(z))), mu and logvar linear maps nz -> nz.
 
     Inner and outer loss are the negative ELBO (Bernoulli BCE summed over pixels + KL summed over nz; the
@@ -35,37 +35,25 @@ class VariationalGON(OriginModel):
     ELBO, nats per image, a one-sample estimate with the reparameterised draw, as in training) and `bpd` (the
     same in bits per dimension).
 
+    Other options: as `GON`'s.
+
     Args:
-        eval_latent: "sample" (the references' protocol, so SSE means the published figure) or "mean".
-        others: see `GON` and `OriginModel`.
+        eval_latent: the latent a reconstruction decodes: "sample" (a posterior sample: the references'
+            protocol, so SSE means the published figure) or "mean" (the posterior mean).
     """
 
     fits_latent_gaussian = False  # samples its prior
 
-    def __init__(
-        self,
-        nz: int = 256,
-        ngf: int = 16,
-        activation: Activation = "elu",
-        norm: Norm = "batch",
-        inner_reduction: InnerReduction = "mean",
-        init_sigma: float = 0.0,
-        detach_latent: bool = False,
-        image_shape: tuple[int, int, int] = (1, 32, 32),
-        lr: float = 2e-4,
-        norm_eval: NormEval = "batch",
-        eval_latent: EvalLatent = "sample",
-    ) -> None:
-        super().__init__(nz, inner_reduction, init_sigma, detach_latent, image_shape, lr, norm_eval)
-        self.save_hyperparameters()
+    def __init__(self, eval_latent: EvalLatent = "sample", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.eval_latent = checked_eval_latent(eval_latent)
         channels, height, _ = self.image_shape
+        nz = self.nz
         self.to_mu = nn.Linear(nz, nz)
         self.to_logvar = nn.Linear(nz, nz)
-        self.decoder = ConvDecoder(nz, ngf, channels, height, activation, norm)
-        for metrics in (self.val_metrics, self.test_metrics):
-            metrics["elbo"] = MeanMetric()
-            metrics["bpd"] = MeanMetric()
+        self.decoder = ConvDecoder(nz, self.ngf, channels, height, self.activation, self.norm)
+        self.val_elbo = ElboMetrics(self.image_shape)
+        self.test_elbo = ElboMetrics(self.image_shape)
 
     def posterior(self, z: Tensor) -> tuple[Tensor, Tensor]:
         return self.to_mu(z), self.to_logvar(z)
@@ -101,10 +89,6 @@ class VariationalGON(OriginModel):
             mu, logvar = self.posterior(self.encode(x, create_graph=False).detach())
             x_hat = self.decoder(evaluation_latent(mu, logvar, self.eval_latent))
             nelbo = negative_elbo(self.decoder(reparameterize(mu, logvar)), x, mu, logvar)
-        metrics["sse"].update(per_image_sse(x_hat, x))
-        metrics["mse"].update(x_hat, x)
-        metrics["psnr"].update(x_hat, x)
-        metrics["elbo"].update(nelbo)
-        metrics["bpd"].update(bits_per_dim(nelbo, self.image_shape))
-        self.log_dict({f"{stage}/{name}": m for name, m in metrics.items()}, batch_size=len(x))
+        self.log_reconstruction(x_hat, x, metrics, stage)
+        (self.val_elbo if stage == "val" else self.test_elbo).log(self, nelbo, stage)
         return x_hat

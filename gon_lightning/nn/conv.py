@@ -17,19 +17,20 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {"elu": nn.ELU, "relu": nn.ReLU, "sel
 
 def make_activation(name: Activation) -> nn.Module:
     if name not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
+        raise UserError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
     return _ACTIVATIONS[name]()
 
 
 def make_norm(name: Norm, channels: int) -> nn.Module:
-    """BatchNorm is the paper's choice; GroupNorm or none avoid its trouble at the origin (DESIGN trap 1)."""
+    """BatchNorm is the paper's choice; GroupNorm or none avoid its trouble at the origin (docs/design.md,
+    "BatchNorm at the origin")."""
     if name == "batch":
         return nn.BatchNorm2d(channels)
     if name == "group":
         return nn.GroupNorm(min(8, channels // 2), channels)
     if name == "none":
         return nn.Identity()
-    raise ValueError(f"norm must be 'batch', 'group' or 'none', got {name!r}")
+    raise UserError(f"norm must be 'batch', 'group' or 'none', got {name!r}")
 
 
 def check_image_size(image_size: int) -> None:

@@ -58,7 +58,7 @@ def make_encoding(kind: Encoding, num_frequencies: int, sigma: float) -> nn.Modu
         return NeRFEncoding(2, num_frequencies)
     if kind == "gaussian":
         return GaussianEncoding(2, num_frequencies, sigma)
-    raise UserError(f"model.encoding must be 'none', 'nerf' or 'gaussian', got {kind!r}")
+    raise UserError(f"model.init_args.encoding must be 'none', 'nerf' or 'gaussian', got {kind!r}")
 
 
 class SineLayer(nn.Module):
@@ -94,7 +94,7 @@ class Siren(nn.Module):
     ) -> None:
         super().__init__()
         if not widths:
-            raise UserError("model.widths must name at least one hidden layer")
+            raise UserError("model.init_args.widths must name at least one hidden layer")
         features = [in_features, *widths]
         self.layers = nn.ModuleList(
             SineLayer(n_in, n_out, w0, first=i == 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import ClassVar
 
 import torch
@@ -13,12 +14,13 @@ from gon_lightning.errors import UserError
 
 
 class TorchvisionDataModule(ImageDataModule):
-    """A torchvision dataset with a train and a test split, found under `root` in torchvision's layout."""
+    """A torchvision dataset with a train and a test split, found under `root` in torchvision's layout
+    (abstract: subclasses name the dataset class, its files and how to read them)."""
 
     dataset_class: ClassVar[type[datasets.VisionDataset]]
 
-    def expected_files(self) -> list[str]:
-        raise NotImplementedError
+    @abstractmethod
+    def expected_files(self) -> list[str]: ...
 
     def _open(self, train: bool) -> datasets.VisionDataset:
         missing = [name for name in self.expected_files() if not (self.data_dir / name).is_file()]
@@ -43,8 +45,8 @@ class TorchvisionDataModule(ImageDataModule):
             f"{self.folder}/, or run once with network access."
         )
 
-    def _to_split(self, dataset: datasets.VisionDataset) -> Split:
-        raise NotImplementedError
+    @abstractmethod
+    def _to_split(self, dataset: datasets.VisionDataset) -> Split: ...
 
     def decode(self) -> dict[str, Split]:
         return {"train": self._to_split(self._open(True)), "test": self._to_split(self._open(False))}

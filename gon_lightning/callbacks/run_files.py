@@ -1,0 +1,92 @@
+"""What a run records about itself: the config it was started with, its W&B summary, the metrics of each `test`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import yaml
+from jsonargparse import Namespace
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.cli import SaveConfigCallback
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+
+class RunConfigCallback(SaveConfigCallback):
+    """Saves the config as the user gave it (no run-specific paths, no ckpt_path) into the run folder, and the
+    resolved config (with the run's folder and W&B id) into every logger's hyperparameters (W&B run config)."""
+
+    def __init__(self, *args: Any, user_config: Namespace, run_dir: str, filename: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.user_config = user_config
+        self.run_dir = run_dir
+        self.filename = filename
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        if trainer.is_global_zero:
+            Path(self.run_dir).mkdir(parents=True, exist_ok=True)
+            path = os.path.join(self.run_dir, self.filename)
+            self.parser.save(self.user_config, path, skip_none=False, overwrite=True, multifile=False)
+            # the loggers get the config without unset (null) values, and only once: not also Lightning's flat copy
+            # of the model's and data's arguments (with LightningCLI's `_instantiator`) beside the nested one
+            resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=True))
+            for logger in trainer.loggers:
+                logger.log_hyperparams({"config": resolved, "run_dir": self.run_dir})
+            pl_module._log_hyperparams = False
+            if trainer.datamodule is not None:
+                trainer.datamodule._log_hyperparams = False
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+
+class WandbRunSummary(Callback):
+    """What a W&B dashboard should show of a run at a glance: the best `val/sse`, `val/mse` (min) and `val/psnr`
+    (max) beside the last, and the best checkpoint's path and score (`best/checkpoint`, `best/val_sse`)."""
+
+    BEST = {"val/sse": "min", "val/mse": "min", "val/psnr": "max"}
+
+    @staticmethod
+    def _runs(trainer: pl.Trainer) -> list[Any]:
+        return [logger.experiment for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for run in self._runs(trainer):
+            for name, best in self.BEST.items():
+                run.define_metric(name, step_metric="trainer/global_step", summary=f"{best},last")
+
+    @rank_zero_only
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        checkpoint = trainer.checkpoint_callback
+        if not isinstance(checkpoint, ModelCheckpoint) or not checkpoint.best_model_path:
+            return
+        for run in self._runs(trainer):
+            run.summary["best/checkpoint"] = checkpoint.best_model_path
+            if checkpoint.best_model_score is not None:
+                run.summary[f"best/{checkpoint.monitor.replace('/', '_')}"] = float(checkpoint.best_model_score)
+
+    on_fit_end = on_train_epoch_end
+
+
+class SaveTestMetrics(Callback):
+    """After `test`, writes `test_metrics.json` (the checkpoint tested and every `test/...` metric) and prints
+    them in one line. The file goes to `dirpath`, by default the trainer's `default_root_dir` (the run folder
+    under the CLI), so `trainer.test(...)` from Python leaves the same record as `gon-lightning test`."""
+
+    def __init__(self, dirpath: str | Path | None = None) -> None:
+        self.dirpath = dirpath
+
+    @rank_zero_only
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")}
+        path = Path(self.dirpath or trainer.default_root_dir) / "test_metrics.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"checkpoint": trainer.ckpt_path, "metrics": metrics}, indent=2) + "\n")
+        shown = "  ".join(f"{k} {v:.5g}" for k, v in metrics.items())
+        print(f"test: {shown}  -> {path}")
