@@ -472,7 +472,7 @@ def plot(cells: list[Cell], path: Path) -> None:
                 continue
             spreads = [spread_at(runs, e) for e in epochs]
             means = [s.mean for s in spreads]
-            ax.plot(epochs, means, style, label=f"{label} (mean of {max(s.n for s in spreads)})")
+            ax.plot(epochs, means, style, label=f"{label} (mean of up to {max(s.n for s in spreads)} seeds)")
             ax.fill_between(epochs, [s.low for s in spreads], [s.high for s in spreads], alpha=0.25)
         curve = cell.published.get(cell.metric, {}).get("curve", {})
         if curve:
