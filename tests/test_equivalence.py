@@ -115,6 +115,7 @@ def build(name: str, **kwargs) -> pl.LightningModule:
     return OURS[name](nz=256, ngf=16, **kwargs)
 
 
+@pytest.mark.equality
 @pytest.mark.parametrize("name", list(OURS))
 def test_our_training_is_the_published_loop(name, batches):
     ours, theirs, (ours_sse, loop_sse) = compare(name, build(name), batches)
