@@ -16,6 +16,7 @@ import pytest
 import torch
 import torchvision
 import yaml
+from cli_args import base_args, only_run
 
 from gon_lightning.cli import main
 from gon_lightning.runs import RUN_DIR_ENV, WANDB_ID_ENV, load_checkpoint_file
@@ -24,33 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_fit(data_root: Path, runs: Path, *extra: str, logger: str | None = "false") -> list[str]:
-    args = [
-        "fit",
-        "--model=GON",
-        "--model.init_args.nz=8",
-        "--model.init_args.ngf=4",
-        "--data=MNISTDataModule",
-        f"--data.init_args.root={data_root}",
-        "--data.init_args.batch_size=16",
-        "--data.init_args.download=false",
-        f"--runs_root={runs}",
-        "--trainer.accelerator=cpu",
-        "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=2",
-        "--trainer.limit_val_batches=1",
-        "--trainer.num_sanity_val_steps=0",
-        "--images.num_images=4",
-        "--images.num_samples=4",
-        "--images.interpolation_steps=3",
-    ]
-    if logger is not None:
-        args.append(f"--trainer.logger={logger}")
-    return args + list(extra)
-
-
-def only_run(runs: Path) -> Path:
-    (run,) = runs.iterdir()
-    return run
+    return base_args(data_root, runs, *extra, logger=logger)
 
 
 @pytest.fixture(autouse=True)
