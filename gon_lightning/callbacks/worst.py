@@ -40,9 +40,10 @@ class WorstReconstructions(Callback):
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if not self.num_images or not isinstance(outputs, Tensor) or outputs.shape != batch.shape:
             return
-        x, x_hat = batch.detach().float().cpu(), outputs.detach().float().clamp(0, 1).cpu()
+        # kept on the device (no copy to the host per batch); only the worst few travel, at the end
+        x, x_hat = batch.detach().float(), outputs.detach().float().clamp(0, 1)
         # the test loader is not shuffled: under DDP, rank r holds test images r, r + W, r + 2W, ...
-        position = torch.arange(self._seen, self._seen + len(x))
+        position = torch.arange(self._seen, self._seen + len(x), device=x.device)
         self._seen += len(x)
         candidates = (per_image_sse(x_hat, x), position * trainer.world_size + trainer.global_rank, x, x_hat)
         if self._worst is not None:
@@ -60,13 +61,13 @@ class WorstReconstructions(Callback):
         pad = self.num_images - len(self._worst[0])
         padded = [torch.cat([t, t[:1].expand(pad, *t.shape[1:])]) for t in self._worst]
         padded[0][len(self._worst[0]) :] = -torch.inf
-        gathered = [pl_module.all_gather(t.to(pl_module.device)).flatten(0, 1).cpu() for t in padded]
+        gathered = [pl_module.all_gather(t).flatten(0, 1) for t in padded]
         self._worst = self._top(*gathered)
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._worst is None or not trainer.is_global_zero:
             return
-        sse, index, x, x_hat = self._worst
+        sse, index, x, x_hat = (t.cpu() for t in self._worst)
         keep = sse.isfinite()
         sse, index, x, x_hat = sse[keep], index[keep], x[keep], x_hat[keep]
         root = Path(self.dirpath or trainer.default_root_dir)
