@@ -9,7 +9,7 @@ sample) at batch 64. Nothing here imports gon_lightning: `tests/test_equivalence
 weights into these networks by name (`load_ours`) and checks, step by step, that our LightningModules compute
 the same thing; `benchmarks/reproduce.py` runs this loop beside ours on real data.
 
-    python benchmarks/published_loop.py --model gon --epochs 5 --seed 0 --data-root ../shared/data --out gon.json
+    python benchmarks/published_loop.py --model gon --epochs 5 --seed 0 --data-root ~/datasets --out gon.json
 
 The JSON holds, after every epoch, the test SSE per image (and the negative ELBO, nats per image, for V-GON and
 VAE) and the training seconds so far (evaluation excluded).

@@ -2,7 +2,7 @@
 
     python benchmarks/reproduce.py --preset cpu                  # GON, detached GON, Conv AE, 3 seeds each
     python benchmarks/reproduce.py --preset gpu --epochs 10      # every published cell
-    python benchmarks/reproduce.py --models gon vae --datasets mnist --data-root ../shared/data --epochs 5 \
+    python benchmarks/reproduce.py --models gon vae --datasets mnist --data-root ~/datasets --epochs 5 \
         --published-loop --jobs 2 --plot                         # also the published loop, on the same data
     python benchmarks/reproduce.py --preset cpu -- --trainer.precision bf16-mixed   # flags after -- reach every run
 
