@@ -68,6 +68,17 @@ class GONLightningCLI(LightningCLI):
     checkpoint: dict[str, Any] | None = None  # the --ckpt_path file, loaded once to check it
     given_model: Namespace | None = None  # the model options the user gave (command line, --config), no defaults
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.invoked = invoked_subcommand(kwargs.get("args"))
+        super().__init__(*args, **kwargs)
+
+    def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
+        """Only the subcommand the command line names (all four when it names none: `--help`, a typo). LightningCLI
+        builds a parser per subcommand, each introspecting the Trainer, every model and DataModule, the loggers and
+        callbacks; a command runs one of them."""
+        every = LightningCLI.subcommands()
+        return {self.invoked: every[self.invoked]} if self.invoked in every else every
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # image shape is a property of the data: configs never state it twice
         parser.link_arguments("data.dims", "model.init_args.image_shape", apply_on="instantiate")
@@ -167,6 +178,20 @@ class GONLightningCLI(LightningCLI):
         writer = next((c for c in self.trainer.callbacks if isinstance(c, PredictionWriter)), None)
         if writer is not None and self.trainer.is_global_zero:
             print(f"predictions written to {writer.output_dir}")
+
+
+def invoked_subcommand(args: Any) -> str | None:
+    """The subcommand a command line (or a config object with a `subcommand` key) names, or None: the first
+    positional argument, skipping the value of the top-level `-c/--config`."""
+    if isinstance(args, (dict, Namespace)):
+        return args.get("subcommand")
+    tokens = iter(args or ())
+    for token in tokens:
+        if token in ("-c", "--config"):
+            next(tokens, None)
+        elif not token.startswith("-"):
+            return token
+    return None
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gon_lightning.cli import main
+from gon_lightning.cli import GONLightningCLI, invoked_subcommand, main
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 DATA_FIXTURES = {
@@ -120,3 +120,44 @@ def test_module_entry_point_runs():
     )
     assert result.returncode == 0 and "--data.root" not in result.stderr
     assert "--model" in result.stdout and "--checkpoint.monitor" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["fit", "--config", "x.yaml"], "fit"),
+        (["--config", "fit", "test"], "test"),  # the top-level --config's value is not the subcommand
+        (["-c=x.yaml", "--print_config", "predict"], "predict"),
+        (["--help"], None),
+        ([], None),
+        ({"subcommand": "validate"}, "validate"),
+    ],
+)
+def test_invoked_subcommand_is_read_from_the_command_line(args, expected):
+    assert invoked_subcommand(args) == expected
+
+
+def test_only_the_invoked_subcommands_parser_is_built(monkeypatch, capsys: pytest.CaptureFixture):
+    built = []
+    original = GONLightningCLI.add_arguments_to_parser  # called once for each subcommand parser built
+
+    def counting(self, parser):
+        built.append(parser)
+        original(self, parser)
+
+    monkeypatch.setattr(GONLightningCLI, "add_arguments_to_parser", counting)
+    for subcommand, option in (("fit", "--checkpoint.monitor"), ("test", "--ckpt_path")):
+        built.clear()
+        with pytest.raises(SystemExit) as done:
+            main([subcommand, "--help"])
+        assert done.value.code == 0 and len(built) == 1
+        assert option in capsys.readouterr().out
+    built.clear()
+    with pytest.raises(SystemExit):
+        main(["--help"])  # no subcommand named: every one is listed
+    assert len(built) == 4
+    listed = capsys.readouterr().out.split("Available subcommands:", 1)[1]
+    assert all(name in listed for name in ("fit", "validate", "test", "predict"))
+    with pytest.raises(SystemExit) as failed:
+        main(["fitt"])
+    assert failed.value.code == 2 and "invalid choice: 'fitt'" in capsys.readouterr().err
