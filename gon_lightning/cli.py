@@ -65,6 +65,7 @@ DEFAULT_LOGGER = {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_a
 class GONLightningCLI(LightningCLI):
     run_dir: Path
     wandb_id: str | None = None
+    wandb_settings: dict[str, Any] | None = None  # what runs.wandb_settings adds to wandb.init
     checkpoint: dict[str, Any] | None = None  # the --ckpt_path file, loaded once to check it
     given_model: Namespace | None = None  # the model options the user gave (command line, --config), no defaults
 
@@ -124,6 +125,7 @@ class GONLightningCLI(LightningCLI):
         self.run_dir, self.wandb_id = runs.resolve_run(
             config.runs_root, runs.run_name(config), config.get("ckpt_path"), self.checkpoint
         )
+        self.wandb_settings = runs.wandb_settings(self.subcommand, self.checkpoint)
         runs.fill_run_paths(config, self.run_dir)
         config.trainer.logger = runs.with_csv_beside_wandb(config.trainer.logger)
         runs.configure_loggers(config.trainer.logger, self.run_dir, self.wandb_id, runs.run_name(config))
@@ -157,9 +159,13 @@ class GONLightningCLI(LightningCLI):
             callbacks.append(CompactModelSummary())
         trainer = super().instantiate_trainer(plugins=plugins, callbacks=callbacks, **kwargs)
         for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger) and logger._wandb_init.get("anonymous") is None:
+            if not isinstance(logger, WandbLogger):
+                continue
+            if logger._wandb_init.get("anonymous") is None:
                 # Lightning passes anonymous=None, which wandb >= 0.19 warns about at every run
                 logger._wandb_init.pop("anonymous", None)
+            if self.wandb_settings and logger._wandb_init.get("settings") is None:  # settings the user gave win
+                logger._wandb_init["settings"] = dict(self.wandb_settings)
         return trainer
 
     def _check_checkpoint(self) -> None:

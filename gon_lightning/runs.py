@@ -37,6 +37,7 @@ LIGHTNING_CKPT_PATHS = frozenset({"best", "hpc", "registry"})
 # model options that only change how a trained model is evaluated: given with --ckpt_path, they win over the
 # checkpoint's values; any other model option given must agree with the checkpoint (see keep_given_model_options)
 EVALUATION_OPTIONS = frozenset({"norm_eval", "eval_latent"})
+EVALUATION_SUBCOMMANDS = frozenset({"validate", "test", "predict"})
 
 
 def packaged_config(value: str) -> str:
@@ -347,6 +348,21 @@ def skip_pandas_import_for_media() -> None:
     is_data_frame_if_imported.skips_unimported = True  # type: ignore[attr-defined]
     is_data_frame_if_imported.__wrapped__ = check  # type: ignore[attr-defined]
     util.is_pandas_data_frame = is_data_frame_if_imported
+
+
+def wandb_settings(subcommand: str | None, checkpoint: dict[str, Any] | None) -> dict[str, Any]:
+    """W&B settings of this command beyond W&B's defaults, for `wandb.init(settings=...)`.
+
+    An evaluation command (validate, test, predict) of a checkpoint that records its W&B run continues that run,
+    whose `fit` saved the installed packages (`requirements.txt`), the environment that made the weights: listing
+    them again (about 0.1 s per command) is skipped. Everything else is recorded as always: metrics, summary,
+    config, tables, images and W&B's system metadata. `WANDB__SAVE_REQUIREMENTS` set by the user wins.
+    """
+    info = (checkpoint or {}).get(CHECKPOINT_KEY) or {}
+    continues = subcommand in EVALUATION_SUBCOMMANDS and bool(info.get("wandb_id"))
+    if continues and "WANDB__SAVE_REQUIREMENTS" not in os.environ:
+        return {"x_save_requirements": False}
+    return {}
 
 
 def configure_loggers(logger: Any, run_dir: Path, wandb_id: str | None, group: str | None = None) -> None:

@@ -168,3 +168,12 @@ def test_torch_nvml_cuda_check_loads_libnvidia_ml_and_falls_back_to_the_runtime(
     assert "except OSError" in inspect.getsource(torch.cuda._device_count_nvml)
     fallback = "torch._C._cuda_getDeviceCount() if nvml_count < 0 else nvml_count"
     assert fallback in inspect.getsource(torch.cuda.device_count)
+
+
+def test_wandb_lists_installed_packages_at_start_unless_x_save_requirements_is_off():
+    import wandb
+    from wandb.sdk import wandb_run
+
+    assert wandb.Settings(x_save_requirements=False).x_save_requirements is False
+    source = inspect.getsource(wandb_run.Run._on_start)
+    assert "if self._settings.x_save_requirements" in source and "working_set()" in source

@@ -127,3 +127,16 @@ def test_trainer_test_from_python_writes_test_metrics(mnist_root: Path, tmp_path
     result = json.loads((tmp_path / "test_metrics.json").read_text())
     assert result["checkpoint"] is None and {"test/sse", "test/mse", "test/psnr"} <= result["metrics"].keys()
     assert f"-> {tmp_path / 'test_metrics.json'}" in capsys.readouterr().out
+
+
+def test_an_evaluation_continuing_a_wandb_run_does_not_list_the_packages_again(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("WANDB__SAVE_REQUIREMENTS", raising=False)
+    recorded = {runs.CHECKPOINT_KEY: {"wandb_id": "abc123"}}
+    for subcommand in ("validate", "test", "predict"):
+        assert runs.wandb_settings(subcommand, recorded) == {"x_save_requirements": False}
+    assert runs.wandb_settings("fit", recorded) == {}  # a resumed fit may run in another environment: listed
+    assert runs.wandb_settings("test", None) == {}  # no checkpoint loaded: a new W&B run
+    assert runs.wandb_settings("test", {runs.CHECKPOINT_KEY: {"wandb_id": None}}) == {}
+    assert runs.wandb_settings("test", {"state_dict": {}}) == {}  # not written by gon-lightning
+    monkeypatch.setenv("WANDB__SAVE_REQUIREMENTS", "true")  # the user's own setting wins
+    assert runs.wandb_settings("test", recorded) == {}

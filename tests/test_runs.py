@@ -76,6 +76,7 @@ def test_offline_wandb_run_folder_holds_config_checkpoints_metrics_images(mnist_
     data = records.read_bytes()
     for key in (b"train/sse", b"val/sse", b"images/reconstructions", b"run_dir"):  # metrics, images, config
         assert key in data
+    assert (offline / "files" / "requirements.txt").is_file()  # the packages that trained it
     info = load_checkpoint_file(run / "checkpoints" / "last.ckpt")["gon_lightning"]  # weights_only=True
     assert offline.name.endswith(info["wandb_id"]) and Path(info["run_dir"]) == run
 
@@ -205,6 +206,18 @@ def test_test_writes_metrics_json_into_the_run(trained, tmp_path: Path, capsys: 
     assert {"test/sse", "test/mse", "test/psnr"} <= result["metrics"].keys()
     assert f"-> {run / 'test_metrics.json'}" in capsys.readouterr().out
     assert (run / "test-config.yaml").is_file() and (run / "config.yaml").is_file()
+
+
+def test_test_continues_the_wandb_run_without_listing_the_packages_again(trained, tmp_path: Path):
+    data, trained_run = trained
+    run = Path(shutil.copytree(trained_run, tmp_path / "runs" / trained_run.name))  # the shared run stays W&B-free
+    ckpt = run / "checkpoints" / "last.ckpt"
+    cli = main(base_args(data, tmp_path / "runs", f"--ckpt_path={ckpt}", subcommand="test", logger=None))
+    assert cli.run_dir == run and cli.wandb_id == load_checkpoint_file(ckpt)["gon_lightning"]["wandb_id"]
+    (offline,) = (run / "wandb").glob("offline-run-*")
+    assert offline.name.endswith(cli.wandb_id)
+    assert b"test/sse" in next(offline.glob("run-*.wandb")).read_bytes()  # metrics recorded as always
+    assert not (offline / "files" / "requirements.txt").exists()
 
 
 def test_predict_writes_grids_and_latents(trained, tmp_path: Path):
