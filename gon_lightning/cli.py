@@ -70,7 +70,8 @@ class GONLightningCLI(LightningCLI):
     given_model: Namespace | None = None  # the model options the user gave (command line, --config), no defaults
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.invoked = invoked_subcommand(kwargs.get("args"))
+        command_line = kwargs.get("args")
+        self.invoked = invoked_subcommand(sys.argv[1:] if command_line is None else command_line)  # None: argv
         super().__init__(*args, **kwargs)
 
     def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]

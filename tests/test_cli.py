@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from gon_lightning.cli import GONLightningCLI, invoked_subcommand, main
+from gon_lightning.parser import GONArgumentParser
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 DATA_FIXTURES = {
@@ -161,3 +162,8 @@ def test_only_the_invoked_subcommands_parser_is_built(monkeypatch, capsys: pytes
     with pytest.raises(SystemExit) as failed:
         main(["fitt"])
     assert failed.value.code == 2 and "invalid choice: 'fitt'" in capsys.readouterr().err
+    built.clear()
+    monkeypatch.setattr(sys, "argv", ["gon-lightning", "validate", "--help"])
+    with pytest.raises(SystemExit):
+        GONLightningCLI(parser_class=GONArgumentParser)  # no args: LightningCLI parses sys.argv, and so do we
+    assert len(built) == 1 and "--ckpt_path" in capsys.readouterr().out
