@@ -7,6 +7,7 @@ import re
 
 import pytest
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.loggers import Logger
 
 from gon_lightning.callbacks import EpochLog
@@ -94,6 +95,37 @@ def test_epoch_means_exact_and_per_step_values_only_at_logging_steps(mnist_root,
         assert shown and float(shown.group(1)) == pytest.approx(sse, rel=1e-3)
         assert "train/loss (epoch mean)" in line
     assert trainer.progress_bar_metrics.keys() >= {"train/loss_epoch", "train/sse_epoch"}
+
+
+@pytest.mark.parametrize("model_name", ["GON", "VAE"])
+def test_evaluation_metrics_logged_once_per_epoch_over_every_image(mnist_root, model_name) -> None:
+    import gon_lightning.models
+
+    class CountingLogs(getattr(gon_lightning.models, model_name)):
+        def __init__(self, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self.log_calls: list[str] = []
+            self.sse: list[torch.Tensor] = []
+
+        def log(self, name, *args, **kwargs) -> None:
+            self.log_calls.append(name)
+            super().log(name, *args, **kwargs)
+
+        def test_step(self, x, batch_idx):
+            x_hat = super().test_step(x, batch_idx)
+            self.sse.append(per_image_sse(x_hat, x))
+            return x_hat
+
+    pl.seed_everything(0)
+    model = CountingLogs(nz=4, ngf=2)
+    data = MNISTDataModule(root=mnist_root, batch_size=16, download=False)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, inference_mode=False)
+    (metrics,) = trainer.test(model, data, verbose=False)
+    names = {"sse", "mse", "psnr"} | ({"elbo", "bpd"} if model_name == "VAE" else set())
+    assert len(model.sse) > 1  # several batches, and yet one `self.log` call per metric
+    assert sorted(model.log_calls) == sorted(f"test/{name}" for name in names)
+    sse = torch.cat(model.sse)
+    assert metrics["test/sse"] == pytest.approx(sse.mean().item(), rel=1e-5)  # every image weighs the same
 
 
 def test_default_panel_schedule_keeps_drawing_within_its_time_share(monkeypatch) -> None:

@@ -177,8 +177,10 @@ class GenerativeOptimizationNetwork(ImageModel):
         quality = self.quality[stage]
         quality["sample_nn_sse"].update(self.nearest_sse(samples))
         quality["real_nn_sse"].update(self.nearest_sse(x))
-        self.log_dict({f"{stage}/{name}": m for name, m in quality.items()}, batch_size=len(x))
         return samples
+
+    def evaluation_metrics(self, stage: str) -> nn.ModuleDict:
+        return self.quality[stage]
 
     def test_step(self, x: Tensor, batch_idx: int) -> None:
         self._evaluate(x, self.test_metrics, "test")  # samples, not reconstructions of x: nothing to return
@@ -189,10 +191,12 @@ class GenerativeOptimizationNetwork(ImageModel):
         self.log(f"{stage}/nn_ratio", ratio)
 
     def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
         self._log_ratio("val")
         self.reference = None
 
     def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
         self._log_ratio("test")
         self.reference = None
 

@@ -167,9 +167,10 @@ class OriginModel(ImageModel):
         if not self.fits_latent_gaussian:
             return
         z = z.detach().to(torch.float64)
-        self.latent_count += len(z)
-        self.latent_sum += z.sum(0)
-        self.latent_outer += z.T @ z
+        # in place: `buffer += ...` would also assign the attribute, through nn.Module's slow __setattr__
+        self.latent_count.add_(len(z))
+        self.latent_sum.add_(z.sum(0))
+        self.latent_outer.add_(z.T @ z)
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()

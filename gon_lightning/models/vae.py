@@ -9,12 +9,13 @@ from torch import Tensor, nn
 
 from gon_lightning.models.autoencoder import ConvAutoencoder
 from gon_lightning.models.variational import (
-    ElboMetrics,
     EvalLatent,
+    add_elbo_metrics,
     checked_eval_latent,
     evaluation_latent,
     negative_elbo,
     reparameterize,
+    update_elbo_metrics,
 )
 
 
@@ -39,8 +40,8 @@ class VAE(ConvAutoencoder):
         nz = self.nz
         self.to_mu = nn.Linear(nz, nz)
         self.to_logvar = nn.Linear(nz, nz)
-        self.val_elbo = ElboMetrics(self.image_shape)
-        self.test_elbo = ElboMetrics(self.image_shape)
+        add_elbo_metrics(self.val_metrics)
+        add_elbo_metrics(self.test_metrics)
 
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
         features = self.encoder(x)
@@ -71,5 +72,5 @@ class VAE(ConvAutoencoder):
         x_hat = super()._evaluate(x, metrics, stage)
         with self.evaluation_protocol():
             nelbo, _ = self.loss(x)
-        (self.val_elbo if stage == "val" else self.test_elbo).log(self, nelbo, stage)
+        update_elbo_metrics(metrics, nelbo, self.image_shape)
         return x_hat

@@ -7,7 +7,6 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pytorch_lightning import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
@@ -43,19 +42,13 @@ def bits_per_dim(nats_per_image: Tensor, image_shape: tuple[int, ...]) -> Tensor
     return nats_per_image / (math.prod(image_shape) * math.log(2))
 
 
-class ElboMetrics(nn.Module):
-    """Epoch means of the negative ELBO (nats per image) and of bits per dimension, logged as `<stage>/elbo`
-    and `<stage>/bpd`."""
+def add_elbo_metrics(metrics: nn.ModuleDict) -> None:
+    """Add the epoch means of the negative ELBO (nats per image) and of bits per dimension to a model's
+    evaluation metrics, logged as `<stage>/elbo` and `<stage>/bpd`."""
+    metrics.update({"elbo": MeanMetric(), "bpd": MeanMetric()})
 
-    def __init__(self, image_shape: tuple[int, ...]) -> None:
-        super().__init__()
-        self.image_shape = tuple(image_shape)
-        self.elbo = MeanMetric()
-        self.bpd = MeanMetric()
 
-    def log(self, model: LightningModule, nats_per_image: Tensor, stage: str) -> None:
-        """Add a batch's negative ELBO and log both means, as `model`'s `<stage>/elbo` and `<stage>/bpd`."""
-        nats = nats_per_image.detach()
-        self.elbo.update(nats)
-        self.bpd.update(bits_per_dim(nats, self.image_shape))
-        model.log_dict({f"{stage}/elbo": self.elbo, f"{stage}/bpd": self.bpd}, batch_size=len(nats))
+def update_elbo_metrics(metrics: nn.ModuleDict, nats_per_image: Tensor, image_shape: tuple[int, ...]) -> None:
+    nats = nats_per_image.detach()
+    metrics["elbo"].update(nats)
+    metrics["bpd"].update(bits_per_dim(nats, image_shape))

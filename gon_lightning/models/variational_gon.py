@@ -7,15 +7,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gon_lightning.models.base import ConvNetModel
+from gon_lightning.models.base import ConvNetModel, update_reconstruction_metrics
 from gon_lightning.models.origin import OriginModel
 from gon_lightning.models.variational import (
-    ElboMetrics,
     EvalLatent,
+    add_elbo_metrics,
     checked_eval_latent,
     evaluation_latent,
     negative_elbo,
     reparameterize,
+    update_elbo_metrics,
 )
 from gon_lightning.nn import ConvDecoder
 
@@ -52,8 +53,8 @@ class VariationalGON(ConvNetModel, OriginModel):
         self.to_mu = nn.Linear(nz, nz)
         self.to_logvar = nn.Linear(nz, nz)
         self.decoder = ConvDecoder(nz, self.ngf, channels, height, self.activation, self.norm)
-        self.val_elbo = ElboMetrics(self.image_shape)
-        self.test_elbo = ElboMetrics(self.image_shape)
+        add_elbo_metrics(self.val_metrics)
+        add_elbo_metrics(self.test_metrics)
 
     def posterior(self, z: Tensor) -> tuple[Tensor, Tensor]:
         return self.to_mu(z), self.to_logvar(z)
@@ -89,6 +90,6 @@ class VariationalGON(ConvNetModel, OriginModel):
             mu, logvar = self.posterior(self.encode(x, create_graph=False).detach())
             x_hat = self.decoder(evaluation_latent(mu, logvar, self.eval_latent))
             nelbo = negative_elbo(self.decoder(reparameterize(mu, logvar)), x, mu, logvar)
-        self.log_reconstruction(x_hat, x, metrics, stage)
-        (self.val_elbo if stage == "val" else self.test_elbo).log(self, nelbo, stage)
+        update_reconstruction_metrics(metrics, x_hat, x)
+        update_elbo_metrics(metrics, nelbo, self.image_shape)
         return x_hat
