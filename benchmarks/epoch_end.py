@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
 from gon_lightning import cli
 from gon_lightning.callbacks import checkpointing, images, progress
 from gon_lightning.models import base, origin
@@ -54,7 +56,11 @@ def main() -> None:
     timed(images.ImagePanels, "on_train_epoch_end", "image panels (schedule, draw, PNGs, logger)")
     timed(origin.OriginModel, "on_train_epoch_end", "model: latent Gaussian fit + epoch means logged")
     timed(base.ImageModel, "train_epoch_means", "  of which epoch means (reduced, cached)")
+    timed(base.ImageModel, "on_validation_epoch_end", "model: validation metrics logged (once per epoch)")
     timed(progress.EpochLog, "on_train_epoch_end", "console line (EpochLog)")
+    timed(WandbLogger, "log_metrics", "W&B log_metrics (every logging step and epoch end)")
+    timed(CSVLogger, "log_metrics", "CSV log_metrics (every logging step and epoch end)")
+    timed(CSVLogger, "save", "CSV file written (every logging step and epoch end)")
     timed(progress.TrainingClock, "on_validation_epoch_end", "training clock logged")
     start = time.perf_counter()
     cli.main(
