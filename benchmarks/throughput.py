@@ -3,6 +3,8 @@
     (a) plain PyTorch loop of the published GON algorithm on the original data pipeline: one PIL image per sample,
         torchvision Resize(32) + ToTensor per sample, a DataLoader collating the batch;
     (b) the same loop on our data path: the decoded uint8 tensor in memory (on the device), one gather per batch;
+    (L) the plain loop's step as a bare LightningModule under the Trainer (same Trainer settings as (c)): what
+        Lightning's own loop costs, so that L/b is the Trainer's floor and c/L what our module adds to it;
     (c) our LightningModule under the Lightning Trainer, on the same DataModule;
     (d) `gon-lightning fit --config configs/quickstart.yaml` as users run it (every default on: W&B offline when not
         logged in, validation, checkpoints, image panels, console lines), in a fresh process, timed from inside it
@@ -81,6 +83,14 @@ def forever(loader: DataLoader) -> Iterator:
         yield from loader
 
 
+def published_loss(decoder: torch.nn.Module, x: torch.Tensor, nz: int) -> torch.Tensor:
+    """The published GON step's outer loss: inner loss at z = 0, its negative gradient (create_graph) as the latent."""
+    z = torch.zeros(len(x), nz, device=x.device, requires_grad=True)
+    inner = ((decoder(z) - x) ** 2).sum(1).mean()
+    z = -torch.autograd.grad(inner, [z], create_graph=True)[0]
+    return ((decoder(z) - x) ** 2).sum(1).mean()
+
+
 class PlainGON:
     """The published GON step as a plain loop (Adam 2e-4, inner loss at z = 0, create_graph, outer loss)."""
 
@@ -94,11 +104,7 @@ class PlainGON:
         self.optim = torch.optim.Adam(self.decoder.parameters(), lr=2e-4)
 
     def step(self) -> None:
-        x = next(self.batches)
-        z = torch.zeros(len(x), self.nz, device=self.device, requires_grad=True)
-        inner = ((self.decoder(z) - x) ** 2).sum(1).mean()
-        z = -torch.autograd.grad(inner, [z], create_graph=True)[0]
-        outer = ((self.decoder(z) - x) ** 2).sum(1).mean()
+        outer = published_loss(self.decoder, next(self.batches), self.nz)
         self.optim.zero_grad()
         outer.backward()
         self.optim.step()
@@ -189,6 +195,22 @@ class UserFit:
         return seconds * self.steps / self.epoch_steps  # as if it had run `--steps` steps, like the others
 
 
+class PlainLightningGON(pl.LightningModule):
+    """(L): exactly the plain loop's step and optimiser as a LightningModule, nothing else (no logging, no latent
+    tracking): under the Trainer it measures Lightning's loop alone (`--channels-last`: the same ChannelsLast
+    callback as (c))."""
+
+    def __init__(self, nz: int, ngf: int) -> None:
+        super().__init__()
+        self.nz, self.decoder = nz, ConvDecoder(nz, ngf, 1, 32)
+
+    def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return published_loss(self.decoder, x, self.nz)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.decoder.parameters(), lr=2e-4)
+
+
 def lightning_runner(model: pl.LightningModule, data: MNIST5kDataModule, args: argparse.Namespace) -> Callable:
     def run(warmup: int, steps: int) -> float:
         timer = StepTimer(warmup, torch.device(args.device))
@@ -277,6 +299,7 @@ def main() -> None:
         "a": PlainGON(to_device(forever(reference)), device, args.nz, args.ngf, args.channels_last).run,
         "b": PlainGON(ours_on_device(forever(ours)), device, args.nz, args.ngf, args.channels_last).run,
     }
+    contenders["L"] = lightning_runner(PlainLightningGON(args.nz, args.ngf), data, args)
     for name in args.models:
         cls = getattr(gon_lightning.models, name)
         kwargs = {"nz": args.nz, "ngf": args.ngf} if issubclass(cls, gon_lightning.models.GON) else {}
@@ -307,6 +330,7 @@ def main() -> None:
     labels = {
         "a": "(a) plain loop, PIL + Resize/ToTensor DataLoader",
         "b": "(b) plain loop, in-memory DataModule",
+        "L": "(L) plain loop's step as a LightningModule + Trainer",
         "d": f"(d) gon-lightning fit, {' '.join(args.fit_option) or 'all defaults'} (its 2nd epoch)",
     }
     for name, value in median.items():
@@ -317,10 +341,10 @@ def main() -> None:
         per_round = statistics.median(n / d for n, d in zip(rates[num], rates[den], strict=True))
         return f"{median[num] / median[den]:.2f} (per-round median {per_round:.2f})"
 
-    print(f"  b/a = {ratio('b', 'a')}")
+    print(f"  b/a = {ratio('b', 'a')}, L/b = {ratio('L', 'b')} (the Trainer's own loop)")
     for name in median:
         if name.startswith("c:"):
-            print(f"  {name[2:]}: c/a = {ratio(name, 'a')}, c/b = {ratio(name, 'b')}")
+            print(f"  {name[2:]}: c/a = {ratio(name, 'a')}, c/b = {ratio(name, 'b')}, c/L = {ratio(name, 'L')}")
     if "d" in median:
         print(f"  d/a = {ratio('d', 'a')}, d/b = {ratio('d', 'b')}")
 

@@ -1,0 +1,20 @@
+"""benchmarks/throughput.py runs end to end (a few steps, no `fit` subprocess) and reports every contender."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_throughput_reports_each_contender_and_the_trainers_floor(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--no-fit", "--root", str(tmp_path)]
+    command += ["--rounds", "1", "--steps", "2", "--warmup", "1", "--nz", "4", "--ngf", "1", "--threads", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for label in ("(a) plain loop", "(b) plain loop", "(L) plain loop's step as a LightningModule", "(c) GON"):
+        assert label in done.stdout
+    assert "L/b = " in done.stdout and "c/L = " in done.stdout
+    assert "(d)" not in done.stdout  # --no-fit leaves the user's `fit` out
