@@ -18,6 +18,7 @@ from gon_lightning.data import (
     MNISTDataModule,
 )
 from gon_lightning.data import coil20 as coil20_module
+from gon_lightning.data.base import InMemoryImages
 from gon_lightning.errors import UserError
 
 
@@ -183,3 +184,20 @@ def test_root_that_is_a_file(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="is a file"):
         MNISTDataModule(root=tmp_path / "file")
+
+
+def test_batches_are_one_gather_of_the_sampled_indices():
+    images = torch.arange(10 * 4, dtype=torch.uint8).reshape(10, 1, 2, 2)
+    assert torch.equal(InMemoryImages(images).__getitems__([3, 0, 7]), images[[3, 0, 7]])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (images kept on the GPU)")
+def test_gpu_resident_batches_do_not_synchronise_the_host():
+    images = torch.arange(10 * 4, dtype=torch.uint8).reshape(10, 1, 2, 2)
+    dataset = InMemoryImages(images.cuda())
+    torch.cuda.set_sync_debug_mode("error")  # a stream synchronisation raises
+    try:
+        batch = dataset.__getitems__([3, 0, 7])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(batch.cpu(), images[[3, 0, 7]])
