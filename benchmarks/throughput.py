@@ -83,6 +83,9 @@ def forever(loader: DataLoader) -> Iterator:
         yield from loader
 
 
+PUBLISHED_LR = 2e-4  # the reference scripts' Adam learning rate, for (a), (b) and (L)
+
+
 def published_loss(decoder: torch.nn.Module, x: torch.Tensor, nz: int) -> torch.Tensor:
     """The published GON step's outer loss: inner loss at z = 0, its negative gradient (create_graph) as the latent."""
     z = torch.zeros(len(x), nz, device=x.device, requires_grad=True)
@@ -101,7 +104,7 @@ class PlainGON:
         self.decoder = ConvDecoder(nz, ngf, 1, 32).to(device)
         if channels_last:
             self.decoder.to(memory_format=torch.channels_last)
-        self.optim = torch.optim.Adam(self.decoder.parameters(), lr=2e-4)
+        self.optim = torch.optim.Adam(self.decoder.parameters(), lr=PUBLISHED_LR)
 
     def step(self) -> None:
         outer = published_loss(self.decoder, next(self.batches), self.nz)
@@ -208,7 +211,7 @@ class PlainLightningGON(pl.LightningModule):
         return published_loss(self.decoder, x, self.nz)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.decoder.parameters(), lr=2e-4)
+        return torch.optim.Adam(self.decoder.parameters(), lr=PUBLISHED_LR)
 
 
 def lightning_runner(model: pl.LightningModule, data: MNIST5kDataModule, args: argparse.Namespace) -> Callable:
