@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import zipfile
 
+import numpy as np
 import pytest
 import torch
 from conftest import N_TEST, N_TRAIN, coil20_zip
@@ -42,7 +43,7 @@ def test_mnist_layout_decodes_resizes_and_caches(module, root_fixture, request):
     assert dm.dims == (1, 32, 32)
     assert dm.splits["train"].shape == (N_TRAIN, 1, 32, 32) and dm.splits["train"].dtype == torch.uint8
     assert dm.splits["test"].shape == (N_TEST, 1, 32, 32)
-    assert dm.cache_path.is_file()
+    assert (dm.cache_path / "meta.json").is_file() and (dm.cache_path / "train.npy").is_file()
     x = first_batch(dm)
     assert x.shape == (32, 1, 32, 32) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
     # the cache serves a second DataModule even once the raw files are gone
@@ -157,12 +158,40 @@ def test_truncated_mnist_is_called_corrupt(mnist_root):
         loaded(MNISTDataModule(root=mnist_root, download=False))
 
 
-def test_corrupt_cache_is_rebuilt(mnist_root):
+@pytest.mark.parametrize("damaged", ["train.npy", "train_labels.npy", "meta.json"])
+def test_corrupt_cache_is_rebuilt(mnist_root, damaged):
     dm = loaded(MNISTDataModule(root=mnist_root, download=False))
-    dm.cache_path.write_bytes(b"truncated")
+    expected = dm.splits["train"].clone()
+    path = dm.cache_path / damaged
+    path.write_bytes(path.read_bytes()[:100])  # truncated
     with pytest.warns(UserWarning, match="unreadable cache"):
         again = loaded(MNISTDataModule(root=mnist_root, download=False))
-    assert torch.equal(again.splits["train"], dm.splits["train"])
+    assert torch.equal(again.splits["train"], expected)
+
+
+def test_cache_is_mapped_not_copied(mnist_root):
+    """Every process maps the same file: the split tensors are views of the cache files, not private copies."""
+    dm = loaded(MNISTDataModule(root=mnist_root, download=False))
+    cached = np.load(dm.cache_path / "train.npy", mmap_mode="r")
+    assert torch.equal(dm.splits["train"], torch.from_numpy(np.array(cached)))
+    assert not dm.splits["train"].untyped_storage().resizable()  # a mapping, not an allocation
+
+
+def test_cache_writer_keeps_only_the_rows_it_was_told(tmp_path):
+    """A split opened for more images than decode (skipped files) is shrunk to the rows kept."""
+    from gon_lightning.data.cache import cache_writer, read_cache
+
+    path = tmp_path / "cache"
+    with cache_writer(path, (1, 2, 2)) as writer:
+        images, labels = writer.open_split("train", 5)
+        images[:3] = np.arange(12, dtype=np.uint8).reshape(3, 1, 2, 2)
+        labels[:3] = [7, 8, 9]
+        writer.close_split("train", kept=3)
+        writer.commit({"files": 3})
+    splits = read_cache(path, (1, 2, 2), {"files": 3})
+    assert splits["train"][0].flatten().tolist() == list(range(12)) and splits["train"][1].tolist() == [7, 8, 9]
+    assert read_cache(path, (1, 2, 2), {"files": 4}) is None  # another fingerprint: stale
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
 
 
 def test_embedded_mnist5k(tmp_path):

@@ -1,34 +1,28 @@
-"""One base for every dataset: decode once into a uint8 tensor, cache it on disk, serve batches from memory.
+"""One base for every dataset: decode once into a uint8 cache on disk, map it, serve batches from it.
 
 Per-sample PIL decoding and resizing is an order of magnitude slower than indexing a decoded tensor for
-32x32 images (docs/design.md, "The data path"), so each DataModule only says how to decode its files; this base resizes,
-caches, splits and serves. Batches are whole-tensor gathers (`__getitems__`), kept on the GPU when training
-there; Lightning's DistributedSampler shards the indices by rank under DDP.
+32x32 images (docs/design.md, "The data path"), so each DataModule only says how to decode its files; this base
+resizes, caches (`cache.py`: one memory-mapped file per split, shared by every process of a node), splits and
+serves. Batches are whole-tensor gathers (`__getitems__`), kept on the GPU when training there; Lightning's
+DistributedSampler shards the indices by rank under DDP.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2.functional import resize
 
+from gon_lightning.data.cache import CacheWriter, Split, cache_writer, read_cache
 from gon_lightning.errors import DATA, UserError, positive_int, require
-
-Split = tuple[Tensor, Tensor]  # images (N, C, H, W) uint8, labels (N,) int64
-CACHE_FORMAT = 1
 
 
 class InMemoryImages(Dataset):
@@ -66,55 +60,6 @@ def fixed_split(images: Tensor, labels: Tensor, test_fraction: float = 0.2) -> d
     return {"train": (images[train], labels[train]), "test": (images[test], labels[test])}
 
 
-@contextmanager
-def removed_on_error(directory: Path) -> Iterator[None]:
-    """Undo a failed download or extraction: delete what appeared under `directory`, keep what was there."""
-    before = set(directory.rglob("*")) if directory.exists() else set()
-    existed = directory.exists()
-    try:
-        yield
-    except BaseException:
-        if not existed:
-            shutil.rmtree(directory, ignore_errors=True)
-        else:
-            for path in sorted(set(directory.rglob("*")) - before, key=lambda p: len(p.parts), reverse=True):
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
-        raise
-
-
-def fetch(urls: Sequence[str], target: Path, timeout: float = 60.0) -> None:
-    """Download the first of `urls` that answers into `target`, atomically (temporary file, then rename)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    errors = []
-    for url in urls:
-        rank_zero_info(f"Downloading {url} -> {target}")
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-                shutil.copyfileobj(response, out)
-            os.replace(tmp, target)
-            return
-        except OSError as error:  # URLError, HTTPError and timeouts are OSErrors
-            errors.append(f"{url}: {error}")
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    raise UserError(f"could not download {target.name}:\n  " + "\n  ".join(errors))
-
-
-def atomic_save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 class ImageDataModule(pl.LightningDataModule, ABC):
     """Base DataModule (abstract): subclasses set `folder` and `channels` and implement `decode`.
 
@@ -123,8 +68,9 @@ class ImageDataModule(pl.LightningDataModule, ABC):
             torchvision has the dataset); downloads and the decoded cache go there too.
         batch_size: images per batch (per process under DDP).
         image_size: images are resized once, at decode time, to image_size x image_size.
-        val_fraction: share of the training set held out for validation. 0 validates on the test set,
-            which is what the reference scripts report per epoch (their curves are test-set curves).
+        val_fraction: share of the training set held out for validation. 0 validates on the dataset's own
+            validation split where it has one (CelebA), else on the test set, which is what the reference
+            scripts report per epoch (their curves are test-set curves).
         seed: seed of the validation hold-out.
         download: fetch missing files when the network is reachable.
         device_resident: keep the decoded images on the training device (GPU), so batches need no copy.
@@ -169,34 +115,34 @@ class ImageDataModule(pl.LightningDataModule, ABC):
 
     @property
     def cache_path(self) -> Path:
-        return self.data_dir / f"gon_lightning_{self.image_size}px.pt"
+        """The folder of the decoded cache (`cache.py`)."""
+        return self.data_dir / f"gon_lightning_{self.image_size}px"
+
+    def cache_fingerprint(self) -> dict[str, Any]:
+        """JSON values that, when they change, make the cache stale (a folder dataset's file list, its crop)."""
+        return {}
 
     @abstractmethod
     def decode(self) -> dict[str, Split]:
         """Read (downloading if allowed) the dataset at its native size: {"train": ..., "test": ...}."""
 
+    def write_cache(self, writer: CacheWriter) -> None:
+        """Decode every split into `writer` at `image_size`. By default `decode` and one antialiased resize;
+        datasets too large to decode into memory override this and fill `writer.open_split` arrays instead."""
+        for name, (images, labels) in self.decode().items():
+            if images.shape[-2:] != (self.image_size, self.image_size):
+                images = resize(images, [self.image_size, self.image_size], antialias=True)
+            writer.add_split(name, images.contiguous(), labels)
+
     def _read_cache(self) -> dict[str, Split] | None:
-        if not self.cache_path.exists():
-            return None
-        try:
-            cache = torch.load(self.cache_path, weights_only=True)
-            if cache.get("format") != CACHE_FORMAT or cache["train"][0].shape[1:] != self.dims:
-                raise ValueError("stale format or shape")
-            return {split: cache[split] for split in ("train", "test")}
-        except Exception as error:
-            rank_zero_warn(f"ignoring unreadable cache {self.cache_path} ({error}); decoding again")
-            return None
+        return read_cache(self.cache_path, self.dims, self.cache_fingerprint())
 
     def prepare_data(self) -> None:
         if self._read_cache() is not None:
             return
-        splits = self.decode()
-        cache: dict[str, object] = {"format": CACHE_FORMAT}
-        for name, (images, labels) in splits.items():
-            if images.shape[-2:] != (self.image_size, self.image_size):
-                images = resize(images, [self.image_size, self.image_size], antialias=True)
-            cache[name] = (images.contiguous(), labels)
-        atomic_save(cache, self.cache_path)
+        with cache_writer(self.cache_path, self.dims) as writer:
+            self.write_cache(writer)
+            writer.commit(self.cache_fingerprint())
         rank_zero_info(f"Cached decoded images in {self.cache_path}")
 
     def setup(self, stage: str | None = None) -> None:
@@ -218,9 +164,10 @@ class ImageDataModule(pl.LightningDataModule, ABC):
                 "val": train_labels[val_idx],
                 "test": test_labels,
             }
-        else:
-            self.splits = {"train": train, "val": test, "test": test}
-            self.labels = {"train": train_labels, "val": test_labels, "test": test_labels}
+        else:  # a dataset published with a validation split (CelebA) uses it; the others validate on test
+            val, val_labels = cache.get("val", (test, test_labels))
+            self.splits = {"train": train, "val": val, "test": test}
+            self.labels = {"train": train_labels, "val": val_labels, "test": test_labels}
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         if self.device_resident and device.type != "cpu":
             self.splits = {name: images.to(device) for name, images in self.splits.items()}

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import torch
 from torchvision.io import ImageReadMode, decode_png, read_file
 
-from gon_lightning.data.base import ImageDataModule, Split, fetch, fixed_split, removed_on_error
+from gon_lightning.data.base import ImageDataModule, Split, fixed_split
+from gon_lightning.data.download import fetch, removed_on_error, safe_extract
 from gon_lightning.errors import UserError
 
 URLS = (
@@ -21,32 +19,6 @@ URLS = (
 ARCHIVE = "coil-20-proc.zip"
 NAME = re.compile(r"obj(\d+)__(\d+)\.png")
 OBJECTS, POSES, SIZE = 20, 72, 128
-
-
-def safe_extract(archive: Path, target: Path) -> None:
-    """Extract a zip into the new folder `target`, refusing it whole if any member would land outside.
-
-    Extraction goes to a staging folder renamed into place, so an interrupted one leaves nothing; an archive
-    whose members sit in one top folder named like `target` (as coil-20-proc.zip's do) is not nested twice.
-    """
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            for member in zf.infolist():
-                path = PurePosixPath(member.filename.replace("\\", "/"))
-                if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
-                    raise UserError(
-                        f"refusing to extract {archive}: member {member.filename!r} would be written outside "
-                        f"{target}. The archive is unsafe; delete it and download it again."
-                    )
-            staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-            try:
-                zf.extractall(staging)
-                top = staging / target.name
-                (top if top.is_dir() else staging).rename(target)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-    except zipfile.BadZipFile as error:
-        raise UserError(f"{archive} is not a valid zip ({error}); delete it and download again") from error
 
 
 def verified_images(directory: Path) -> dict[tuple[int, int], Path]:

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 from torchvision import datasets
 
-from gon_lightning.data.base import ImageDataModule, Split, removed_on_error
+from gon_lightning.data.base import ImageDataModule, Split
+from gon_lightning.data.download import removed_on_error
 from gon_lightning.errors import UserError
 
 
@@ -63,7 +64,7 @@ class MNISTDataModule(TorchvisionDataModule):
 
     @property
     def cache_path(self):  # beside raw/, where torchvision keeps its own processed files
-        return self.data_dir.parent / f"gon_lightning_{self.image_size}px.pt"
+        return self.data_dir.parent / f"gon_lightning_{self.image_size}px"
 
     def _to_split(self, dataset: datasets.VisionDataset) -> Split:
         return dataset.data.unsqueeze(1).contiguous(), torch.as_tensor(dataset.targets, dtype=torch.long)

@@ -1,0 +1,145 @@
+"""The decoded cache: every split as a uint8 array file that each process memory-maps.
+
+A dataset is decoded and resized once into `<cache>/<split>.npy` (N, C, H, W) uint8 with `<split>_labels.npy`
+(N,) int64 beside it and `meta.json` saying what it holds. Training maps the arrays copy-on-write: the pages live
+in the operating system's page cache, shared by every process on the node (DDP ranks, other jobs), so N ranks hold
+one copy, and a dataset larger than memory is read from disk as batches ask for it. A batch is then one gather from
+the mapped tensor, exactly as from a tensor in memory.
+
+A cache is built in a staging folder and renamed into place, so a reader never sees half of one; `meta.json`
+records the format, the image shape and the DataModule's fingerprint (for a folder of images: its file list), and a
+cache that does not match is rebuilt.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor
+
+Split = tuple[Tensor, Tensor]  # images (N, C, H, W) uint8, labels (N,) int64
+CACHE_FORMAT = 2
+META = "meta.json"
+
+
+class CacheWriter:
+    """Fills a new cache folder split by split; `commit` puts it in place of `path`.
+
+    Small datasets hand whole tensors to `add_split`. Large ones ask `open_split` for a writable mapped array of
+    the size they expect, decode into it, and `close_split` with the number of rows they kept (the first ones),
+    so nothing larger than a batch of images is ever held in memory.
+    """
+
+    def __init__(self, path: Path, dims: tuple[int, int, int]) -> None:
+        self.path = path
+        self.dims = tuple(dims)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part"))
+        self.counts: dict[str, int] = {}
+        self._open: dict[str, tuple[np.memmap, np.ndarray]] = {}
+
+    def open_split(self, name: str, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """A writable (count, C, H, W) uint8 array mapped onto the split's file, and its (count,) labels."""
+        images = np.lib.format.open_memmap(
+            self.staging / f"{name}.npy", mode="w+", dtype=np.uint8, shape=(count, *self.dims)
+        )
+        labels = np.zeros(count, dtype=np.int64)
+        self._open[name] = (images, labels)
+        return images, labels
+
+    def close_split(self, name: str, kept: int | None = None) -> None:
+        """Finish a split opened with `open_split`, keeping its first `kept` rows (all by default)."""
+        images, labels = self._open.pop(name)
+        count = len(images) if kept is None else kept
+        images.flush()
+        del images  # unmapped before the file is shrunk
+        if count != len(labels):
+            _shrink_npy(self.staging / f"{name}.npy", count)
+        np.save(self.staging / f"{name}_labels.npy", labels[:count])
+        self.counts[name] = count
+
+    def add_split(self, name: str, images: Tensor, labels: Tensor) -> None:
+        out, out_labels = self.open_split(name, len(images))
+        out[:] = images.numpy()
+        out_labels[:] = labels.numpy()
+        self.close_split(name)
+
+    def commit(self, fingerprint: dict[str, Any]) -> None:
+        meta = {"format": CACHE_FORMAT, "dims": list(self.dims), "splits": self.counts, "fingerprint": fingerprint}
+        (self.staging / META).write_text(json.dumps(meta, indent=1))
+        if self.path.exists():  # a stale cache, or one another process finished first: replaced whole
+            old = self.path.with_name(f".{self.path.name}.old-{self.staging.name}")
+            self.path.rename(old)
+            shutil.rmtree(old, ignore_errors=True)  # a process still mapping its files keeps reading them
+        self.staging.rename(self.path)
+
+    def discard(self) -> None:
+        self._open.clear()
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+@contextmanager
+def cache_writer(path: Path, dims: tuple[int, int, int]) -> Iterator[CacheWriter]:
+    """A `CacheWriter` whose staging folder is removed whatever happens (committed or not)."""
+    writer = CacheWriter(path, dims)
+    try:
+        yield writer
+    finally:
+        writer.discard()
+
+
+def _shrink_npy(path: Path, count: int) -> None:
+    """Keep the first `count` rows of an .npy file in place: rewrite its header, truncate the data."""
+    with open(path, "r+b") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+        header = io.BytesIO()
+        new_shape = (count, *shape[1:])
+        np.lib.format.write_array_header_1_0(header, {"descr": dtype.str, "fortran_order": fortran, "shape": new_shape})
+        if len(header.getvalue()) != offset:  # never seen (numpy pads headers to 64 bytes), but never guess
+            data = np.load(path, mmap_mode="r")[:count].copy()
+            f.close()
+            np.save(path, data)
+            return
+        f.seek(0)
+        f.write(header.getvalue())
+        f.truncate(offset + count * int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
+
+
+def read_cache(path: Path, dims: tuple[int, int, int], fingerprint: dict[str, Any]) -> dict[str, Split] | None:
+    """The cache's splits, memory-mapped, or None (with a note why) when there is none that matches."""
+    meta_path = path / META
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != CACHE_FORMAT or tuple(meta.get("dims", ())) != tuple(dims):
+            rank_zero_info(f"Cache {path} holds another format or image size; decoding again")
+            return None
+        if meta.get("fingerprint") != json.loads(json.dumps(fingerprint)):
+            rank_zero_info(f"The files behind {path} changed since it was built; decoding again")
+            return None
+        splits = {}
+        for name, count in meta["splits"].items():
+            # copy-on-write: pages are shared through the page cache; nothing writes to them
+            images = torch.from_numpy(np.load(path / f"{name}.npy", mmap_mode="c"))
+            labels = torch.from_numpy(np.load(path / f"{name}_labels.npy"))
+            if images.shape != (count, *dims) or labels.shape != (count,):
+                raise ValueError(f"{name} holds {tuple(images.shape)} images and {len(labels)} labels")
+            splits[name] = (images, labels)
+        return splits
+    except Exception as error:
+        rank_zero_warn(f"ignoring unreadable cache {path} ({error}); decoding again")
+        return None
