@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,3 +21,43 @@ def test_throughput_reports_each_contender_and_the_trainers_floor(tmp_path):
         assert label in done.stdout
     assert "L/b = " in done.stdout and "c/L = " in done.stdout
     assert "(d)" not in done.stdout  # --no-fit leaves the user's `fit` out
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_runs_every_check_and_writes_its_report(tmp_path, mnist_root):
+    """The prepared GPU check stays working: `--dry-run` runs each check on the CPU at a tiny size."""
+    out = tmp_path / "out"
+    command = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--out", str(out)]
+    done = subprocess.run([*command, "--data", str(mnist_root)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads((out / "gpu_check.json").read_text())
+    statuses = {check["name"]: check["status"] for check in report["checks"]}
+    assert {"cuda-tests", "throughput-b64-32-true", "throughput-b512-bf16-mixed", "epoch-end", "mnist-epoch"} <= set(
+        statuses
+    )
+    assert set(statuses.values()) == {"ok"}, statuses
+    figures = {check["name"]: check["figures"] for check in report["checks"]}
+    assert {"(a) img/s", "(b) img/s", "(L) img/s", "(c) img/s", "(d) img/s", "c/L", "d/b"} <= set(
+        figures["throughput-b64-32-true"]
+    )
+    assert figures["mnist-epoch"]["epoch s"] > 0
+    assert "| throughput-b64-32-true | ok |" in (out / "gpu_check.md").read_text()
+
+
+def test_gpu_check_reports_a_failing_check_by_name(tmp_path, monkeypatch):
+    """A check that fails is named, with its last lines, and the command exits non-zero; the others still run."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    checks = [
+        gpu_check.Check("broken", [sys.executable, "-c", "print('boom'); raise SystemExit(3)"], timeout=30),
+        gpu_check.Check("fine", [sys.executable, "-c", "print('ok')"], timeout=30),
+    ]
+    monkeypatch.setattr(gpu_check, "all_checks", lambda args, root, work: checks)
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="failed checks: broken"):
+        gpu_check.main()
+    report = (tmp_path / "gpu_check.md").read_text()
+    assert "| broken | failed (exit 3) |" in report and "| fine | ok |" in report and "boom" in report

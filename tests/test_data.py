@@ -220,6 +220,7 @@ def test_batches_are_one_gather_of_the_sampled_indices():
     assert torch.equal(InMemoryImages(images).__getitems__([3, 0, 7]), images[[3, 0, 7]])
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (images kept on the GPU)")
 def test_gpu_resident_batches_do_not_synchronise_the_host():
     images = torch.arange(10 * 4, dtype=torch.uint8).reshape(10, 1, 2, 2)

@@ -77,6 +77,8 @@ class CacheWriter:
     def commit(self, fingerprint: dict[str, Any]) -> None:
         meta = {"format": CACHE_FORMAT, "dims": list(self.dims), "splits": self.counts, "fingerprint": fingerprint}
         (self.staging / META).write_text(json.dumps(meta, indent=1))
+        # as readable as the folder that holds it: mkdtemp's 0700 would hide it from the other users of a node
+        self.staging.chmod(self.path.parent.stat().st_mode & 0o777)
         if self.path.exists():  # a stale cache, or one another process finished first: replaced whole
             old = self.path.with_name(f".{self.path.name}.old-{self.staging.name}")
             self.path.rename(old)

@@ -1,0 +1,245 @@
+"""Every GPU measurement of gon-lightning in one command, for a session that is lent a GPU for a few minutes.
+
+    python benchmarks/gpu_check.py --out OUT --data DATA     # on the GPU: about 7 minutes; DATA holds MNIST/raw/
+    python benchmarks/gpu_check.py --dry-run --out OUT       # here, on the CPU, every check at a tiny size
+
+Checks, in order (each in its own process, with its own time limit; one that fails is reported and the next runs):
+  cuda-tests     the suite's tests that only run where CUDA exists (pytest -m cuda)
+  throughput-*   benchmarks/throughput.py on the GPU: the published loop (a), the plain loop on our data path (b),
+                 Lightning's floor (L), our LightningModule (c) and the user's `fit` (d) with every default on, for
+                 the paper GON at batch 64 and 512 in fp32, bf16-mixed and 16-mixed; V-GON and Conv AE at batch 64;
+                 the GON at 64 px where the benchmark offers --image-size. Peak GPU memory where it reports one.
+  epoch-end      benchmarks/epoch_end.py: every piece of epoch-end work of a real `fit`, per call
+  mnist-epoch    one epoch of the real MNIST (60,000 images) with `gon-lightning fit --config gon_mnist` exactly as
+                 a user runs it, timed over its second epoch (validation, checkpoint and panels included); the
+                 published scripts took about 30 s per epoch on a T4
+Writes OUT/gpu_check.md (a table per check, ratios side by side), OUT/gpu_check.json and OUT/gpu_check.log (every
+command's output). A check that would start after --budget seconds is reported as not run. What the GPU machine
+lacks is prepared by benchmarks/gpu_carry.py, which prints the device command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+RATE = re.compile(r"^\s+\((\w+)\) (.+?)\s+([\d.]+) images/s", re.M)
+RATIO = re.compile(r"\b([a-zA-Z]+/[a-zA-Z]+) = ([\d.]+)")
+PUBLISHED_T4_EPOCH_S = 30.0  # the reference scripts on a Tesla T4, per MNIST epoch
+
+
+@dataclass
+class Check:
+    name: str
+    command: list[str]
+    timeout: float
+    env: dict[str, str] = field(default_factory=dict)
+    status: str = "not run"
+    seconds: float = 0.0
+    figures: dict[str, Any] = field(default_factory=dict)
+    tail: str = ""
+
+
+def python(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def throughput_checks(args: argparse.Namespace, root: str) -> list[Check]:
+    """The throughput runs: (name, batch, precision, with the user's fit, models, extra options)."""
+    # the runs are named by the paper-size batch (64, 512); a dry run uses tiny stand-ins
+    if args.dry_run:
+        size = ["--nz", "4", "--ngf", "1", "--rounds", "1", "--warmup", "1", "--threads", "1"]
+        batch_size, steps = {64: 8, 512: 16}, {64: 2, 512: 2}
+    else:
+        size = ["--rounds", "3", "--warmup", "10"]
+        batch_size, steps = {64: 64, 512: 512}, {64: 100, 512: 30}
+    device = "cpu" if args.dry_run else "cuda"
+    runs: list[tuple[str, int, str, bool, list[str], list[str]]] = []
+    for batch in (64, 512):
+        for precision in ("32-true", "bf16-mixed", "16-mixed"):
+            fit = precision == "32-true" or (
+                batch == 64 and precision == "bf16-mixed"
+            )  # the user's fit, where it says most
+            models = ["GON", "VariationalGON", "ConvAutoencoder"] if batch == 64 and precision == "32-true" else ["GON"]
+            runs.append((f"throughput-b{batch}-{precision}", batch, precision, fit, models, []))
+    if args.dry_run:  # every code path once: with the user's fit and three models, and a mixed precision without
+        runs = [run for run in runs if run[0] in ("throughput-b64-32-true", "throughput-b512-bf16-mixed")]
+    help_text = subprocess.run(python(str(BENCH / "throughput.py"), "--help"), capture_output=True, text=True).stdout
+    if "--image-size" in help_text:
+        runs.append(("throughput-b64-32-true-64px", 64, "32-true", False, ["GON"], ["--image-size", "64"]))
+    checks = []
+    for name, batch, precision, fit, models, extra in runs:
+        command = python(str(BENCH / "throughput.py"), "--device", device, "--root", root, *size)
+        command += ["--batch-size", str(batch_size[batch]), "--steps", str(steps[batch]), "--precision", precision]
+        command += ["--models", *models, *extra, *([] if fit else ["--no-fit"])]
+        checks.append(Check(name, command, timeout=240 if args.dry_run else 150))
+    return checks
+
+
+def all_checks(args: argparse.Namespace, root: str, work: str) -> list[Check]:
+    device = "cpu" if args.dry_run else "cuda"
+    checks = [
+        Check(
+            "cuda-tests",
+            python("-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(ROOT / "tests"), "-m", "cuda"),
+            timeout=120,
+        )
+    ]
+    checks += throughput_checks(args, root)
+    epoch_end = python(str(BENCH / "epoch_end.py"), "--epochs", "3", "--batches", "3" if args.dry_run else "50")
+    epoch_end += ["--", "--trainer.accelerator", device, "--data.init_args.root", root]
+    if args.dry_run:
+        epoch_end += ["--model.init_args.nz", "4", "--model.init_args.ngf", "1"]
+    checks.append(Check("epoch-end", epoch_end, timeout=180))
+    if args.data:
+        epoch_file = os.path.join(work, "epoch-seconds")
+        fit = python("-m", "gon_lightning", "fit", "--config", str(ROOT / "configs" / "gon_mnist.yaml"))
+        fit += ["--data.init_args.root", str(args.data), "--trainer.accelerator", device]
+        fit += ["--runs_root", os.path.join(work, "runs"), "--trainer.callbacks+=throughput.EpochTimer"]
+        # two epochs and the first step of a third: EpochTimer reads the clock at the start of epochs 1 and 2
+        fit += ["--trainer.max_epochs", "3", "--trainer.limit_train_batches", "2" if args.dry_run else "1.0"]
+        if args.dry_run:
+            fit += ["--model.init_args.nz", "4", "--model.init_args.ngf", "1", "--trainer.limit_val_batches", "2"]
+        env = {"GON_BENCH_EPOCH_FILE": epoch_file, "PYTHONPATH": str(BENCH), "WANDB_MODE": "offline"}
+        checks.append(Check("mnist-epoch", fit, timeout=240, env=env))
+    return checks
+
+
+def parse(check: Check, output: str, work: str) -> None:
+    if check.name.startswith("throughput"):
+        check.figures = {f"({key}) img/s": float(value) for key, _, value in RATE.findall(output)}
+        check.figures.update({name: float(value) for name, value in RATIO.findall(output)})
+        memory = re.findall(r"peak GPU memory (\S+): ([\d.]+) MiB", output)
+        check.figures.update({f"peak MiB {key}": float(value) for key, value in memory})
+    elif check.name == "mnist-epoch":
+        path = Path(check.env["GON_BENCH_EPOCH_FILE"])
+        if path.is_file():
+            seconds = float(path.read_text())
+            check.figures = {"epoch s": seconds, "T4 published s": PUBLISHED_T4_EPOCH_S}
+            check.figures["x faster than T4"] = PUBLISHED_T4_EPOCH_S / seconds
+    elif check.name == "epoch-end":
+        total = re.search(r"fit: ([\d.]+) s, (\d+) epochs", output)
+        if total:
+            check.figures = {"fit s": float(total[1]), "epochs": int(total[2])}
+        for label, calls, median in re.findall(r"^\s+(.+?)\s+(\d+) calls, median\s+([\d.]+) ms", output, re.M):
+            check.figures[f"{label.strip()} (ms, median of {calls})"] = float(median)
+    elif check.name == "cuda-tests":
+        summary = re.findall(r"^(?:=+ )?(\d+ (?:passed|failed|skipped).*?)(?: in [\d.]+s)?(?: =+)?$", output, re.M)
+        check.figures = {"pytest": summary[-1] if summary else "no summary"}
+
+
+def run(check: Check, log: Any, deadline: float, work: str) -> None:
+    if time.monotonic() + 10 > deadline:
+        check.status = "not run: out of time (--budget)"
+        return
+    timeout = min(check.timeout, deadline - time.monotonic())
+    env = {**os.environ, **check.env}
+    if "PYTHONPATH" in check.env:  # add to, never replace, the caller's path (the carried wheels live there)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [check.env["PYTHONPATH"], os.environ.get("PYTHONPATH")]))
+    log.write(f"\n===== {check.name}: {' '.join(check.command)}\n")
+    log.flush()
+    start = time.monotonic()
+    try:
+        done = subprocess.run(
+            check.command,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
+        output, code = done.stdout, done.returncode
+        check.status = "ok" if code == 0 else f"failed (exit {code})"
+    except subprocess.TimeoutExpired as stopped:
+        output = stopped.stdout.decode() if isinstance(stopped.stdout, bytes) else (stopped.stdout or "")
+        check.status = f"failed: over its {timeout:.0f} s limit"
+    check.seconds = time.monotonic() - start
+    log.write(output)
+    log.flush()
+    if check.name == "cuda-tests" and check.status.startswith("failed (exit 5)"):  # pytest: no test ran
+        check.status = "failed: no test marked cuda was collected"
+    check.tail = "\n".join(output.strip().splitlines()[-15:])
+    try:
+        parse(check, output, work)
+    except Exception as error:  # a figure we cannot read is reported, never fatal
+        check.figures["parse error"] = repr(error)
+    print(f"{check.name}: {check.status} ({check.seconds:.0f} s)", flush=True)
+
+
+def markdown(checks: list[Check], header: str) -> str:
+    lines = [f"# gon-lightning GPU check\n\n{header}\n", "| check | status | seconds |", "|---|---|---|"]
+    lines += [f"| {c.name} | {c.status} | {c.seconds:.0f} |" for c in checks]
+    throughput = [c for c in checks if c.name.startswith("throughput") and c.figures]
+    if throughput:
+        columns = list(dict.fromkeys(key for c in throughput for key in c.figures))
+        lines += ["", "## Throughput (images/s, ratios of the medians)", ""]
+        lines += ["| run | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+        for c in throughput:
+            cells = [
+                (
+                    ""
+                    if k not in c.figures
+                    else f"{c.figures[k]:.2f}"
+                    if RATIO.fullmatch(f"{k} = 1")
+                    else f"{c.figures[k]:.0f}"
+                )
+                for k in columns
+            ]
+            lines.append(f"| {c.name.removeprefix('throughput-')} | " + " | ".join(cells) + " |")
+    for c in checks:
+        if c.figures and not c.name.startswith("throughput"):
+            lines += ["", f"## {c.name}", ""]
+            lines += [f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in c.figures.items()]
+    failed = [c for c in checks if c.status.startswith("failed")]
+    for c in failed:
+        lines += ["", f"## {c.name} failed: last lines", "", "```", c.tail, "```"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="folder for gpu_check.md, .json and .log")
+    parser.add_argument("--data", type=Path, help="a data root holding MNIST/raw/ (the real-MNIST epoch)")
+    parser.add_argument("--dry-run", action="store_true", help="every check on the CPU at a tiny size")
+    parser.add_argument("--budget", type=float, default=470.0, help="seconds; no check starts after them")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + args.budget
+    work = tempfile.mkdtemp(prefix="gon-gpu-check-")
+    root = os.path.join(work, "data")  # MNIST5k for the throughput runs, decoded once and shared
+    checks = all_checks(args, root, work)
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device (CPU)"
+    header = (
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {device}, torch {torch.__version__}, "
+        f"{'dry run (tiny sizes, CPU)' if args.dry_run else 'full sizes'}; command: "
+        f"`python benchmarks/gpu_check.py {' '.join(sys.argv[1:])}`"
+    )
+    with open(args.out / "gpu_check.log", "w") as log:
+        for check in checks:
+            run(check, log, deadline, work)
+            (args.out / "gpu_check.md").write_text(markdown(checks, header))  # what is done survives a kill
+    result = {"header": header, "checks": [{k: v for k, v in vars(c).items() if k != "env"} for c in checks]}
+    (args.out / "gpu_check.json").write_text(json.dumps(result, indent=1))
+    print(f"\nwritten: {args.out / 'gpu_check.md'}, gpu_check.json, gpu_check.log")
+    failed = [c.name for c in checks if c.status.startswith("failed")]
+    if failed:
+        sys.exit(f"failed checks: {', '.join(failed)} (their last lines are in gpu_check.md)")
+
+
+if __name__ == "__main__":
+    main()
