@@ -2,7 +2,7 @@
 
 The GPU machine reaches no network. Its Python (3.12) has torch, torchvision, Lightning, torchmetrics, numpy,
 pandas, scikit-learn, matplotlib ... but not jsonargparse, wandb or mlxtend. This script, run here with the package
-registries reachable, fills the ignored folder `.gpu/` of the checkout (which the device tool carries):
+registries reachable, fills the folder `.gpu/` of the checkout (ignored by git; name it in the device tool's carry):
 
     .gpu/whl/         wheels for CPython 3.12 on x86-64 Linux of what the project needs and the machine lacks
     .gpu/data/MNIST/raw/*.gz   the real MNIST (gzip: a quarter of the size), when --mnist names its raw/ folder
@@ -79,10 +79,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mnist", type=Path, help="a folder holding MNIST's raw idx files (the real-data check)")
     args = parser.parse_args()
-    exclude = ROOT / ".git" / "info" / "exclude"
-    if exclude.parent.is_dir() and "/.gpu/" not in exclude.read_text().split():
-        with open(exclude, "a") as f:
-            f.write("/.gpu/\n")
     wheels = fetch_wheels(CARRY / "whl")
     if args.mnist:
         pack_mnist(args.mnist, CARRY / "data" / "MNIST" / "raw")
