@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -18,3 +20,13 @@ def test_throughput_reports_each_contender_and_the_trainers_floor(tmp_path):
         assert label in done.stdout
     assert "L/b = " in done.stdout and "c/L = " in done.stdout
     assert "(d)" not in done.stdout  # --no-fit leaves the user's `fit` out
+
+
+@pytest.mark.slow  # a child process per size, each importing torch and Lightning
+def test_implicit_memory_reports_each_size():
+    command = [sys.executable, str(ROOT / "benchmarks" / "implicit_memory.py"), "--sizes", "8"]
+    command += ["--points", "256", "--batch", "4"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = [line for line in done.stdout.splitlines() if line.startswith("| 8 ")]
+    assert row.count("GiB") == 2

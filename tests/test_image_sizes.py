@@ -10,7 +10,15 @@ import torch
 
 from gon_lightning.cli import main
 from gon_lightning.errors import UserError
-from gon_lightning.models import GON, VAE, ConvAutoencoder, DetachedGON, GenerativeOptimizationNetwork, VariationalGON
+from gon_lightning.models import (
+    GON,
+    VAE,
+    ConvAutoencoder,
+    DetachedGON,
+    GenerativeOptimizationNetwork,
+    ImplicitGON,
+    VariationalGON,
+)
 from gon_lightning.nn.conv import IMAGE_SIZES, ConvDecoder, ConvEncoder, hidden_widths
 from tests.cli_args import base_args
 
@@ -115,27 +123,25 @@ def test_group_norm_covers_every_width(size: int) -> None:
         GON(nz=8, ngf=5, norm="group", image_shape=(1, size, size))
 
 
+CONV_TINY = ["--model.init_args.nz=8", "--model.init_args.ngf=2"]
 TINY = {
-    "GON": [],
-    "DetachedGON": [],
-    "VariationalGON": [],
-    "ConvAutoencoder": [],
-    "VAE": [],
+    "GON": CONV_TINY,
+    "DetachedGON": CONV_TINY,
+    "VariationalGON": CONV_TINY,
+    "ConvAutoencoder": CONV_TINY,
+    "VAE": CONV_TINY,
     "GenerativeOptimizationNetwork": [
         *("--model.init_args.ndf=2", "--model.init_args.input_steps=2", "--model.init_args.reference_size=32"),
         *("--checkpoint.monitor=val/nn_ratio", "--checkpoint.filename=epoch{epoch:04d}"),
     ],
+    "ImplicitGON": ["--model.init_args.nz=8", "--model.init_args.widths=[8, 8]", "--model.init_args.render_chunk=1000"],
 }
 
 
 def run_at(size: int, name: str, mnist_root: Path, tmp_path: Path):
     """Two training steps, one validation batch and one test batch at `size` px (fake MNIST, resized)."""
     args = base_args(mnist_root, tmp_path / "runs", f"--data.init_args.image_size={size}", logger="false")
-    args = [a for a in args if not a.startswith("--model")]
-    if name == "GenerativeOptimizationNetwork":
-        args += ["--model=GenerativeOptimizationNetwork", *TINY[name]]
-    else:
-        args += [f"--model={name}", "--model.init_args.nz=8", "--model.init_args.ngf=2"]
+    args = [a for a in args if not a.startswith("--model")] + [f"--model={name}", *TINY[name]]
     cli = main(args)
     assert cli.trainer.state.finished
     metrics = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
@@ -149,3 +155,29 @@ def test_fit_and_test_at_larger_sizes(name: str, size: int, mnist_root: Path, tm
     metrics = run_at(size, name, mnist_root, tmp_path)
     key = "test/nn_ratio" if name == "GenerativeOptimizationNetwork" else "test/sse"
     assert torch.isfinite(torch.tensor(metrics[key]))
+
+
+# ---- the implicit GON: trains at any size, renders at any size, in chunks where no gradient is taken ------------
+@pytest.mark.parametrize("kwargs", [{}, {"encoding": "nerf", "latent_modulation": True, "loss": "bce"}])
+def test_chunked_renders_are_the_unchunked_ones(kwargs: dict) -> None:
+    torch.manual_seed(0)
+    whole = ImplicitGON(nz=8, widths=[16, 16], image_shape=(3, 32, 32), **kwargs)
+    chunked = ImplicitGON(nz=8, widths=[16, 16], image_shape=(3, 32, 32), render_chunk=100, **kwargs)
+    chunked.load_state_dict(whole.state_dict())
+    x = torch.rand(4, 3, 32, 32)
+    z = whole.encode_images(x)
+    torch.testing.assert_close(chunked.encode_images(x), z)
+    for size in (32, 37):  # 37 x 37 = 13 chunks of 100 and one of 69
+        torch.testing.assert_close(chunked.render(z, size), whole.render(z, size))
+    with torch.no_grad():
+        torch.testing.assert_close(chunked.reconstruct(x), whole.reconstruct(x))
+    # a training step takes gradients through every pixel: chunking does not apply, the loss is the same
+    torch.manual_seed(1)
+    loss = whole.training_step(x, 0)
+    torch.manual_seed(1)
+    assert chunked.training_step(x, 0).item() == loss.item()
+
+
+def test_render_chunk_must_be_positive() -> None:
+    with pytest.raises(UserError, match="render_chunk"):
+        ImplicitGON(render_chunk=0)
