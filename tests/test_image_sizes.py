@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from gon_lightning.callbacks import PredictionWriter, make_panels
 from gon_lightning.cli import main
 from gon_lightning.errors import UserError
 from gon_lightning.models import (
@@ -181,3 +182,40 @@ def test_chunked_renders_are_the_unchunked_ones(kwargs: dict) -> None:
 def test_render_chunk_must_be_positive() -> None:
     with pytest.raises(UserError, match="render_chunk"):
         ImplicitGON(render_chunk=0)
+
+
+# ---- panels stay readable at large images ---------------------------------------------------------------------
+@pytest.mark.parametrize("size", IMAGE_SIZES)
+def test_panels_stay_within_their_side(size: int) -> None:
+    model = GON(nz=8, ngf=2, image_shape=(1, size, size))
+    model.sample = lambda n: torch.rand(n, 1, size, size)
+    model.render = lambda z, render_size: torch.rand(len(z), 1, render_size, render_size)
+    x = torch.rand(16, 1, size, size)  # the defaults: 16 originals, 16 samples, 8 interpolation steps
+    if size == 256:
+        with pytest.warns(UserWarning, match="keep within 1024 px a side"):
+            grids = make_panels(model, x)
+    else:
+        grids = make_panels(model, x)
+    limit = 1024 + 2 * 1024 // size + 1  # the images, plus 1 px padding around each
+    assert all(max(grid.shape[-2:]) <= limit for grid in grids.values()), {k: g.shape for k, g in grids.items()}
+    cell = size + 1
+    if size <= 128:  # the defaults fit whole: 8 columns of pairs, 4 x 4 samples, 4 rows of 8 steps
+        assert grids["reconstructions"].shape[-2:] == (4 * cell + 1, 8 * cell + 1)
+        assert grids["samples"].shape[-2:] == (4 * cell + 1, 4 * cell + 1)
+        assert grids["interpolations"].shape[-2:] == (4 * cell + 1, 8 * cell + 1)
+    else:  # 4 a side: 8 reconstructions (4 rows), 16 samples, 4 steps
+        assert grids["reconstructions"].shape[-2:] == (4 * cell + 1, 4 * cell + 1)
+        assert grids["samples"].shape[-2:] == (4 * cell + 1, 4 * cell + 1)
+        assert grids["interpolations"].shape[-2:] == (4 * cell + 1, 4 * cell + 1)
+
+
+def test_panels_keep_whole_pairs_in_prediction_grids(tmp_path: Path) -> None:
+    from pytorch_lightning import Trainer
+    from torchvision.io import read_image
+
+    writer = PredictionWriter(output_dir=str(tmp_path), num_samples=4)
+    model = GON(nz=8, ngf=2, image_shape=(1, 128, 128))
+    batch = torch.rand(6, 1, 128, 128)
+    writer.write_on_batch_end(Trainer(logger=False), model, batch.clone(), None, batch, 1, 0)
+    grid = read_image(str(tmp_path / "reconstructions-0001.png"))
+    assert grid.shape[-1] == 8 * 129 + 1 and grid.shape[-2] == 2 * 129 + 1  # 4 pairs on a row at 128 px
