@@ -30,3 +30,13 @@ def test_implicit_memory_reports_each_size():
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = [line for line in done.stdout.splitlines() if line.startswith("| 8 ")]
     assert row.count("GiB") == 2
+
+
+@pytest.mark.slow  # three Trainer runs per size
+def test_size_throughput_reports_each_size():
+    command = [sys.executable, str(ROOT / "benchmarks" / "size_throughput.py"), "--sizes", "32", "64"]
+    command += ["--rounds", "1", "--steps", "1", "--warmup", "1", "--nz", "4", "--ngf", "1", "--clock", "cpu"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| 32 |", "| 64 |"))]
+    assert len(rows) == 2 and all(row.count("|") == 7 for row in rows)
