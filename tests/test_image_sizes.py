@@ -219,3 +219,11 @@ def test_panels_keep_whole_pairs_in_prediction_grids(tmp_path: Path) -> None:
     writer.write_on_batch_end(Trainer(logger=False), model, batch.clone(), None, batch, 1, 0)
     grid = read_image(str(tmp_path / "reconstructions-0001.png"))
     assert grid.shape[-1] == 8 * 129 + 1 and grid.shape[-2] == 2 * 129 + 1  # 4 pairs on a row at 128 px
+
+
+@pytest.mark.parametrize("size", [28, 128])
+def test_super_resolution_panels_render_at_twice_the_side_by_default(size: int) -> None:
+    model = ImplicitGON(nz=4, widths=[8], image_shape=(1, size, size))
+    x = torch.rand(4, 1, size, size)
+    assert make_panels(model, x)["superres"].shape[-2:] == (2 * (2 * size + 1) + 1, 4 * (2 * size + 1) + 1)
+    assert make_panels(model, x, render_size=48)["superres"].shape[-2] == 2 * 49 + 1

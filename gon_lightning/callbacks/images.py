@@ -57,11 +57,12 @@ def make_panels(
     x: Tensor,
     n_samples: int = 16,
     interpolation_steps: int = 8,
-    render_size: int = 64,
+    render_size: int | None = None,
     max_side: int = MAX_SIDE,
 ) -> dict[str, Tensor]:
     """Image grids (C, H, W) in [0, 1] for what `model` supports, from a batch `x` of originals.
 
+    Super-resolution renders are `render_size` px a side, by default twice the originals'.
     Each panel stays within `max_side` pixels a side (plus the 1 px padding): at large images it shows fewer of
     them (with a warning) and wraps rows sooner; at 32 to 128 px the default panels fit whole.
     Random draws happen inside a forked RNG, so drawing panels never changes the training run.
@@ -96,6 +97,7 @@ def make_panels(
                 grids["interpolations"] = make_grid(_as_images(rows), nrow=steps, padding=1)
         render = getattr(model, "render", None)
         if callable(render):
+            render_size = render_size or 2 * side
             k = min(len(x), 4, max(1, max_side // render_size))
             sr = _try(lambda: render(model.encode_images(x[:k]), render_size))
             if sr is not None:  # originals blown up (nearest) above the renders at render_size
@@ -147,7 +149,8 @@ class ImagePanels(Callback):
         num_images: originals in the reconstruction panel (taken from the first validation batch).
         num_samples: images in the sample panel.
         interpolation_steps: images per interpolation row.
-        render_size: side of the super-resolution renders (models with `render(z, size)` only).
+        render_size: side of the super-resolution renders (models with `render(z, size)` only); None: twice the
+            side of the images.
         max_side: most pixels a side of a panel (`make_panels`): at large images the panels show fewer (the
             default fits the default panels whole up to 128 px; at 256 px they keep 8 reconstructions and 4
             interpolation steps), with a warning.
@@ -162,7 +165,7 @@ class ImagePanels(Callback):
         num_images: int = 16,
         num_samples: int = 16,
         interpolation_steps: int = 8,
-        render_size: int = 64,
+        render_size: int | None = None,
         max_side: int = MAX_SIDE,
         dirpath: str | None = None,
         log_to_logger: bool = True,
@@ -174,8 +177,8 @@ class ImagePanels(Callback):
             num_images=num_images,
             num_samples=num_samples,
             interpolation_steps=interpolation_steps,
-            render_size=render_size,
             max_side=max_side,
+            **({} if render_size is None else {"render_size": render_size}),
         )
         self.every_n_epochs = every_n_epochs
         self.max_time_share = max_time_share
@@ -259,7 +262,8 @@ class PredictionWriter(BasePredictionWriter):
         output_dir: where files go; the CLI sets it to `<run>/predictions`.
         num_samples: images generated (models that sample).
         interpolation_steps: images per interpolation row.
-        render_size: side of the super-resolution renders (models with `render(z, size)` only).
+        render_size: side of the super-resolution renders (models with `render(z, size)` only); None: twice the
+            side of the images.
         max_side: most pixels a side of the sample, interpolation and super-resolution panels, and of a row of
             the per-batch reconstruction grids (which keep every image and wrap).
     """
@@ -269,7 +273,7 @@ class PredictionWriter(BasePredictionWriter):
         output_dir: str | None = None,
         num_samples: int = 64,
         interpolation_steps: int = 8,
-        render_size: int = 64,
+        render_size: int | None = None,
         max_side: int = MAX_SIDE,
     ) -> None:
         super().__init__(write_interval="batch")
@@ -277,8 +281,8 @@ class PredictionWriter(BasePredictionWriter):
             "predictions.",
             num_samples=num_samples,
             interpolation_steps=interpolation_steps,
-            render_size=render_size,
             max_side=max_side,
+            **({} if render_size is None else {"render_size": render_size}),
         )
         self.output_dir = output_dir
         self.num_samples = num_samples
