@@ -98,10 +98,16 @@ class PlainGON:
     """The published GON step as a plain loop (Adam 2e-4, inner loss at z = 0, create_graph, outer loss)."""
 
     def __init__(
-        self, batches: Iterator[torch.Tensor], device: torch.device, nz: int, ngf: int, channels_last: bool
+        self,
+        batches: Iterator[torch.Tensor],
+        device: torch.device,
+        nz: int,
+        ngf: int,
+        channels_last: bool,
+        image_size: int = 32,
     ) -> None:
         self.batches, self.device, self.nz = batches, device, nz
-        self.decoder = ConvDecoder(nz, ngf, 1, 32).to(device)
+        self.decoder = ConvDecoder(nz, ngf, 1, image_size).to(device)
         if channels_last:
             self.decoder.to(memory_format=torch.channels_last)
         self.optim = torch.optim.Adam(self.decoder.parameters(), lr=PUBLISHED_LR)
@@ -203,9 +209,9 @@ class PlainLightningGON(pl.LightningModule):
     tracking): under the Trainer it measures Lightning's loop alone (`--channels-last`: the same ChannelsLast
     callback as (c))."""
 
-    def __init__(self, nz: int, ngf: int) -> None:
+    def __init__(self, nz: int, ngf: int, image_size: int = 32) -> None:
         super().__init__()
-        self.nz, self.decoder = nz, ConvDecoder(nz, ngf, 1, 32)
+        self.nz, self.decoder = nz, ConvDecoder(nz, ngf, 1, image_size)
 
     def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
         return published_loss(self.decoder, x, self.nz)

@@ -61,3 +61,23 @@ def test_gpu_check_reports_a_failing_check_by_name(tmp_path, monkeypatch):
         gpu_check.main()
     report = (tmp_path / "gpu_check.md").read_text()
     assert "| broken | failed (exit 3) |" in report and "| fine | ok |" in report and "boom" in report
+
+
+@pytest.mark.slow  # a child process per size, each importing torch and Lightning
+def test_implicit_memory_reports_each_size():
+    command = [sys.executable, str(ROOT / "benchmarks" / "implicit_memory.py"), "--sizes", "8"]
+    command += ["--points", "256", "--batch", "4"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = [line for line in done.stdout.splitlines() if line.startswith("| 8 ")]
+    assert row.count("GiB") == 2
+
+
+@pytest.mark.slow  # three Trainer runs per size
+def test_size_throughput_reports_each_size():
+    command = [sys.executable, str(ROOT / "benchmarks" / "size_throughput.py"), "--sizes", "32", "64"]
+    command += ["--rounds", "1", "--steps", "1", "--warmup", "1", "--nz", "4", "--ngf", "1", "--clock", "cpu"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| 32 |", "| 64 |"))]
+    assert len(rows) == 2 and all(row.count("|") == 7 for row in rows)

@@ -94,7 +94,7 @@ def test_missing_dataset_exits_with_a_clear_message(tmp_path, capsys):
 
 
 def test_wrong_image_size_names_the_option(mnist_root):
-    with pytest.raises(SystemExit, match=r"data\.image_size: 32"):
+    with pytest.raises(SystemExit, match=r"data\.image_size to one of 32, 64, 128, 256"):
         main(
             [
                 "fit",

@@ -40,39 +40,65 @@ def _nearest(x: Tensor, size: int) -> Tensor:
     return torch.nn.functional.interpolate(x, size=(size, size), mode="nearest")
 
 
+MAX_SIDE = 1024  # px: a larger panel is scrolled and shrunk by viewers rather than read
+
+
+def _fit(wanted: int, fits: int, what: str, side: int, max_side: int) -> int:
+    """`wanted` images, or the `fits` a panel within `max_side` px holds (at least 1), saying so when fewer."""
+    kept = min(wanted, max(1, fits))
+    if kept < wanted:
+        rank_zero_warn(f"image panels keep within {max_side} px a side: {kept} of {wanted} {what} at {side} px")
+    return kept
+
+
 @torch.no_grad()
 def make_panels(
-    model: Any, x: Tensor, n_samples: int = 16, interpolation_steps: int = 8, render_size: int = 64
+    model: Any,
+    x: Tensor,
+    n_samples: int = 16,
+    interpolation_steps: int = 8,
+    render_size: int | None = None,
+    max_side: int = MAX_SIDE,
 ) -> dict[str, Tensor]:
     """Image grids (C, H, W) in [0, 1] for what `model` supports, from a batch `x` of originals.
 
+    Super-resolution renders are `render_size` px a side, by default twice the originals'.
+    Each panel stays within `max_side` pixels a side (plus the 1 px padding): at large images it shows fewer of
+    them (with a warning) and wraps rows sooner; at 32 to 128 px the default panels fit whole.
     Random draws happen inside a forked RNG, so drawing panels never changes the training run.
     """
     x = x.to(model.device)
+    side = x.shape[-1]
+    per_side = max_side // side  # images a panel's row (or column) holds
     grids: dict[str, Tensor] = {}
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), model.evaluation_protocol():
-        recon = _try(lambda: model.reconstruct(x))
+        cols = min(len(x), 8, max(1, per_side))
+        x_recon = x[: _fit(len(x), cols * (per_side // 2), "reconstructions", side, max_side)]
+        recon = _try(lambda: model.reconstruct(x_recon))
         if recon is not None:  # originals and reconstructions on alternate rows
-            n = len(x)
-            cols = min(n, 8)
+            n = len(x_recon)
             rows = math.ceil(n / cols)
             pairs = []
             for r in range(rows):
-                pairs += [x[r * cols : (r + 1) * cols], recon[r * cols : (r + 1) * cols]]
+                pairs += [x_recon[r * cols : (r + 1) * cols], recon[r * cols : (r + 1) * cols]]
             grids["reconstructions"] = make_grid(_as_images(torch.cat(pairs)), nrow=cols, padding=1)
-        samples = _try(lambda: model.sample(n_samples))
+        cols = min(math.ceil(math.sqrt(n_samples)), max(1, per_side))
+        n = _fit(n_samples, cols * per_side, "samples", side, max_side)
+        samples = _try(lambda: model.sample(n))
         if samples is not None:
-            grids["samples"] = make_grid(_as_images(samples), nrow=math.ceil(math.sqrt(n_samples)), padding=1)
+            grids["samples"] = make_grid(_as_images(samples), nrow=min(cols, math.ceil(math.sqrt(n))), padding=1)
         if len(x) >= 2:
-            half = min(len(x) // 2, 4)
-            interp = _try(lambda: model.interpolate(x[:half], x[half : 2 * half], interpolation_steps))
+            half = min(len(x) // 2, 4, max(1, per_side))
+            steps = _fit(interpolation_steps, max(2, per_side), "interpolation steps", side, max_side)
+            interp = _try(lambda: model.interpolate(x[:half], x[half : 2 * half], steps))
             if interp is not None:  # (steps, B, C, H, W): one row per pair
                 rows = interp.transpose(0, 1).flatten(0, 1)
-                grids["interpolations"] = make_grid(_as_images(rows), nrow=interpolation_steps, padding=1)
+                grids["interpolations"] = make_grid(_as_images(rows), nrow=steps, padding=1)
         render = getattr(model, "render", None)
         if callable(render):
-            k = min(len(x), 4)
+            render_size = render_size or 2 * side
+            k = min(len(x), 4, max(1, max_side // render_size))
             sr = _try(lambda: render(model.encode_images(x[:k]), render_size))
             if sr is not None:  # originals blown up (nearest) above the renders at render_size
                 pair = torch.cat([_nearest(_as_images(x[:k]), render_size), _as_images(sr)])
@@ -123,7 +149,11 @@ class ImagePanels(Callback):
         num_images: originals in the reconstruction panel (taken from the first validation batch).
         num_samples: images in the sample panel.
         interpolation_steps: images per interpolation row.
-        render_size: side of the super-resolution renders (models with `render(z, size)` only).
+        render_size: side of the super-resolution renders (models with `render(z, size)` only); None: twice the
+            side of the images.
+        max_side: most pixels a side of a panel (`make_panels`): at large images the panels show fewer (the
+            default fits the default panels whole up to 128 px; at 256 px they keep 8 reconstructions and 4
+            interpolation steps), with a warning.
         dirpath: where the PNGs go; the CLI sets it to `<run>/images`.
         log_to_logger: also send the grids to the logger.
     """
@@ -135,7 +165,8 @@ class ImagePanels(Callback):
         num_images: int = 16,
         num_samples: int = 16,
         interpolation_steps: int = 8,
-        render_size: int = 64,
+        render_size: int | None = None,
+        max_side: int = MAX_SIDE,
         dirpath: str | None = None,
         log_to_logger: bool = True,
     ) -> None:
@@ -146,7 +177,8 @@ class ImagePanels(Callback):
             num_images=num_images,
             num_samples=num_samples,
             interpolation_steps=interpolation_steps,
-            render_size=render_size,
+            max_side=max_side,
+            **({} if render_size is None else {"render_size": render_size}),
         )
         self.every_n_epochs = every_n_epochs
         self.max_time_share = max_time_share
@@ -154,6 +186,7 @@ class ImagePanels(Callback):
         self.num_samples = num_samples
         self.interpolation_steps = interpolation_steps
         self.render_size = render_size
+        self.max_side = max_side
         self.dirpath = dirpath
         self.log_to_logger = log_to_logger
         self._batch: Tensor | None = None
@@ -202,7 +235,9 @@ class ImagePanels(Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            grids = make_panels(pl_module, self._batch, self.num_samples, self.interpolation_steps, self.render_size)
+            grids = make_panels(
+                pl_module, self._batch, self.num_samples, self.interpolation_steps, self.render_size, self.max_side
+            )
         finally:
             pl_module.train(was_training)
         dirpath = Path(self.dirpath or Path(trainer.default_root_dir) / "images")
@@ -227,7 +262,10 @@ class PredictionWriter(BasePredictionWriter):
         output_dir: where files go; the CLI sets it to `<run>/predictions`.
         num_samples: images generated (models that sample).
         interpolation_steps: images per interpolation row.
-        render_size: side of the super-resolution renders (models with `render(z, size)` only).
+        render_size: side of the super-resolution renders (models with `render(z, size)` only); None: twice the
+            side of the images.
+        max_side: most pixels a side of the sample, interpolation and super-resolution panels, and of a row of
+            the per-batch reconstruction grids (which keep every image and wrap).
     """
 
     def __init__(
@@ -235,16 +273,22 @@ class PredictionWriter(BasePredictionWriter):
         output_dir: str | None = None,
         num_samples: int = 64,
         interpolation_steps: int = 8,
-        render_size: int = 64,
+        render_size: int | None = None,
+        max_side: int = MAX_SIDE,
     ) -> None:
         super().__init__(write_interval="batch")
         positive_ints(
-            "predictions.", num_samples=num_samples, interpolation_steps=interpolation_steps, render_size=render_size
+            "predictions.",
+            num_samples=num_samples,
+            interpolation_steps=interpolation_steps,
+            max_side=max_side,
+            **({} if render_size is None else {"render_size": render_size}),
         )
         self.output_dir = output_dir
         self.num_samples = num_samples
         self.interpolation_steps = interpolation_steps
         self.render_size = render_size
+        self.max_side = max_side
         self._latents: list[Tensor] = []
         self._no_latents = False
 
@@ -276,9 +320,12 @@ class PredictionWriter(BasePredictionWriter):
                     self._latents.append(z.detach().cpu())
         if isinstance(prediction, Tensor) and prediction.shape == batch.shape:
             pairs = torch.stack([batch, prediction], 1).flatten(0, 1)  # original, reconstruction, ...
-            save_image(_as_images(pairs), out / f"reconstructions-{batch_idx:04d}.png", nrow=16, padding=1)
+            nrow = max(2, min(16, self.max_side // batch.shape[-1]) // 2 * 2)  # whole pairs on a row
+            save_image(_as_images(pairs), out / f"reconstructions-{batch_idx:04d}.png", nrow=nrow, padding=1)
         if batch_idx == 0:
-            grids = make_panels(pl_module, batch[:16], self.num_samples, self.interpolation_steps, self.render_size)
+            grids = make_panels(
+                pl_module, batch[:16], self.num_samples, self.interpolation_steps, self.render_size, self.max_side
+            )
             for name, grid in grids.items():
                 if name != "reconstructions":
                     save_image(grid, out / f"{name}.png")

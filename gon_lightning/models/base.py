@@ -17,6 +17,7 @@ from torchmetrics.image import PeakSignalNoiseRatio
 
 from gon_lightning.errors import MODEL, positive, positive_int, require
 from gon_lightning.nn import Activation, Norm
+from gon_lightning.nn.conv import hidden_widths
 
 NormEval = Literal["batch", "running"]
 NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
@@ -238,12 +239,13 @@ class ImageModel(pl.LightningModule, ABC):
 
 
 class ConvNetModel(ImageModel):
-    """Base of the models built from the paper's 32x32 convolutional networks (`gon_lightning.nn.conv`): GON,
-    detached GON, V-GON, autoencoder and VAE. It declares the networks' options once.
+    """Base of the models built from the paper's convolutional networks (`gon_lightning.nn.conv`): GON,
+    detached GON, V-GON, autoencoder and VAE, on square images of 32 (the paper's), 64, 128 or 256 px. It declares
+    the networks' options once.
 
     Args:
-        ngf: network width: the decoder's last hidden layer has ngf channels, the ones before 2 ngf and 4 ngf
-            (the encoder mirrors it); 16 in the paper.
+        ngf: network width: the decoder's last hidden layer has ngf channels, the ones before 2 ngf, 4 ngf, ...
+            (3 hidden layers at 32 px, one more per doubling of the side; the encoder mirrors it); 16 in the paper.
         activation: activation of the networks (the paper's ablation: ELU > SELU > ReLU).
         norm: normalisation after each hidden convolution. "batch" is the paper's; "group" or "none" evaluate
             the same in train and eval mode at any batch size (docs/design.md, "BatchNorm at the origin").
@@ -254,8 +256,10 @@ class ConvNetModel(ImageModel):
         positive_int(MODEL + "ngf", ngf)
         require(activation in ("elu", "relu", "selu"), MODEL + "activation", activation, "'elu', 'relu' or 'selu'")
         require(norm in ("batch", "group", "none"), MODEL + "norm", norm, "'batch', 'group' or 'none'")
+        _, height, width = self.image_shape
+        require(height == width, MODEL + "image_shape", self.image_shape, "square for the convolutional networks")
         if norm == "group":  # GroupNorm(min(8, c // 2), c) must divide each width c
-            ok = all(c >= 2 and c % min(8, c // 2) == 0 for c in (ngf, 2 * ngf, 4 * ngf))
+            ok = all(c >= 2 and c % min(8, c // 2) == 0 for c in hidden_widths(ngf, height))
             require(ok, MODEL + "ngf", ngf, "2, 3, 4, 6, 8 or a multiple of 8 with norm 'group' (GroupNorm's groups)")
         self.ngf = ngf
         self.activation = activation

@@ -20,6 +20,7 @@ frozen classifier's confidence and class spread.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -29,28 +30,26 @@ from torchmetrics import MeanMetric
 
 from gon_lightning.errors import MODEL, UserError, positive, positive_int, require
 from gon_lightning.models.base import ImageModel
-from gon_lightning.nn.conv import check_image_size
+from gon_lightning.nn.conv import hidden_widths
 
 
 class Discriminator(nn.Module):
-    """Image (B, C, 32, 32) -> real logit (B,): strided 4x4 convolutions with LeakyReLU, no normalisation.
+    """Image (B, C, S, S) -> real logit (B,): strided 4x4 convolutions with LeakyReLU, no normalisation.
 
-    No BatchNorm: the inputs being optimised would otherwise be scored against the statistics of the
-    batch they share, and a fake's score would depend on its neighbours.
+    Widths C -> ndf -> 2 ndf -> 4 ndf -> 1 at 32 px; one more stride-2 layer (and doubling) per doubling of the
+    side, as the encoder (`gon_lightning.nn.conv.hidden_widths`). No BatchNorm: the inputs being optimised would
+    otherwise be scored against the statistics of the batch they share, and a fake's score would depend on its
+    neighbours.
     """
 
     def __init__(self, channels: int, ndf: int, image_size: int = 32) -> None:
         super().__init__()
-        check_image_size(image_size)
-        self.net = nn.Sequential(
-            nn.Conv2d(channels, ndf, 4, 2, 1),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(ndf, ndf * 2, 4, 2, 1),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(ndf * 4, 1, 4, 1, 0),
-        )
+        widths = [channels, *reversed(hidden_widths(ndf, image_size))]
+        layers: list[nn.Module] = []
+        for c_in, c_out in pairwise(widths):
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.LeakyReLU(0.2)]
+        layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0))
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x).flatten()

@@ -45,6 +45,11 @@ class ImplicitGON(OriginModel):
         learn_origin: start the inner step from a learned latent rather than from zero.
         inner_steps: gradient steps on the inner loss (1 is the paper's single step from the origin).
         inner_lr: size of each inner step (1 is the paper's z = z0 - grad).
+        render_chunk: pixels per image evaluated at once where no gradient is taken (renders, and the decoding
+            of evaluation and panels): bounds their memory at large sizes (a 1024 px render of 16 images holds
+            16 GiB per layer at once otherwise) and gives the same images. None evaluates every pixel at once.
+            Training steps always evaluate every pixel: their memory is the saved activations, 28 GiB at
+            128 px and batch 64 (docs/gon_family.md, "Memory per batch").
     """
 
     def __init__(
@@ -61,6 +66,7 @@ class ImplicitGON(OriginModel):
         learn_origin: bool = False,
         inner_steps: int = 1,
         inner_lr: float = 1.0,
+        render_chunk: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(nz=nz, image_shape=image_shape, **kwargs)
@@ -73,6 +79,9 @@ class ImplicitGON(OriginModel):
         positive(MODEL + "fourier_sigma", fourier_sigma)
         positive_int(MODEL + "inner_steps", inner_steps)
         positive(MODEL + "inner_lr", inner_lr)
+        if render_chunk is not None:
+            positive_int(MODEL + "render_chunk", render_chunk)
+        self.render_chunk = render_chunk
         self.inner_steps = inner_steps
         self.inner_lr = inner_lr
         channels, height, width = self.image_shape
@@ -92,11 +101,17 @@ class ImplicitGON(OriginModel):
         return z0 + 0  # a non-leaf: the origin's graph is kept and it learns through the outer loss
 
     def render_raw(self, z: Tensor, size: int) -> Tensor:
-        """The network's output at size x size pixels, (B, C, size, size), with graph."""
+        """The network's output at size x size pixels, (B, C, size, size), with graph where grad is enabled."""
         coords = self.encoding(coordinate_grid(size, z.device, z.dtype))  # (P, E)
-        inputs = torch.cat([coords.expand(len(z), -1, -1), z[:, None].expand(-1, len(coords), -1)], dim=-1)
-        out = self.siren(inputs, z[:, None])  # (B, P, C)
+        chunk = None if torch.is_grad_enabled() else self.render_chunk
+        parts = [self._siren_at(z, part) for part in coords.split(chunk or len(coords))]
+        out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # (B, P, C)
         return out.transpose(1, 2).unflatten(2, (size, size)).contiguous()  # channel-major, as images are
+
+    def _siren_at(self, z: Tensor, coords: Tensor) -> Tensor:
+        """The SIREN at encoded coordinates (P, E) for every latent: (B, P, C)."""
+        inputs = torch.cat([coords.expand(len(z), -1, -1), z[:, None].expand(-1, len(coords), -1)], dim=-1)
+        return self.siren(inputs, z[:, None])
 
     def to_image(self, raw: Tensor) -> Tensor:
         return raw.sigmoid() if self.loss == "bce" else raw.clamp(0, 1)

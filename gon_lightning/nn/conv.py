@@ -1,4 +1,9 @@
-"""The DCGAN-style 32x32 decoder of the GON paper and its mirrored encoder."""
+"""The DCGAN-style decoder of the GON paper and its mirrored encoder, at 32, 64, 128 and 256 px.
+
+The paper's 32x32 decoder projects z to 4x4 and doubles the side with each stride-2 layer; a larger image takes
+one more stride-2 layer per doubling (DCGAN's rule: log2(size / 4) of them), and the widths keep doubling
+towards the latent. At 32 px the networks are exactly the paper's.
+"""
 
 from __future__ import annotations
 
@@ -33,15 +38,30 @@ def make_norm(name: Norm, channels: int) -> nn.Module:
     raise UserError(f"norm must be 'batch', 'group' or 'none', got {name!r}")
 
 
+IMAGE_SIZES = (32, 64, 128, 256)
+
+
 def check_image_size(image_size: int) -> None:
-    if image_size != 32:
+    if image_size not in IMAGE_SIZES:
+        sizes = ", ".join(map(str, IMAGE_SIZES))
         raise UserError(
-            f"the convolutional models are built for 32x32 images, got image_size={image_size}; set data.image_size: 32"
+            f"the convolutional models are built for {sizes} px square images, got image_size={image_size}; "
+            f"set data.image_size to one of {sizes}"
         )
 
 
+def hidden_widths(width: int, image_size: int) -> list[int]:
+    """Channels of the hidden layers from the latent side to the image side: [..., 4 w, 2 w, w], one per stride-2
+    layer, i.e. log2(image_size / 4) of them (3 at 32 px). The decoder reads it forwards, encoders backwards."""
+    check_image_size(image_size)
+    return [width * 2**k for k in reversed(range(image_size.bit_length() - 3))]
+
+
 class ConvDecoder(nn.Module):
-    """z (B, nz) -> image (B, C, 32, 32) in (0, 1): ConvTranspose2d 4x4 + norm + activation, sigmoid out."""
+    """z (B, nz) -> image (B, C, S, S) in (0, 1): ConvTranspose2d 4x4 + norm + activation, sigmoid out.
+
+    Widths nz -> 4 ngf -> 2 ngf -> ngf -> C at 32 px, nz -> 8 ngf -> 4 ngf -> 2 ngf -> ngf -> C at 64 px, and so on.
+    """
 
     def __init__(
         self,
@@ -53,8 +73,7 @@ class ConvDecoder(nn.Module):
         norm: Norm = "batch",
     ) -> None:
         super().__init__()
-        check_image_size(image_size)
-        widths = [nz, ngf * 4, ngf * 2, ngf]
+        widths = [nz, *hidden_widths(ngf, image_size)]
         layers: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(pairwise(widths)):
             stride, padding = (1, 0) if i == 0 else (2, 1)
@@ -71,7 +90,7 @@ class ConvDecoder(nn.Module):
 
 
 class ConvEncoder(nn.Module):
-    """The decoder mirrored: image (B, C, 32, 32) -> (B, nz)."""
+    """The decoder mirrored: image (B, C, S, S) -> (B, nz)."""
 
     def __init__(
         self,
@@ -83,12 +102,11 @@ class ConvEncoder(nn.Module):
         norm: Norm = "batch",
     ) -> None:
         super().__init__()
-        check_image_size(image_size)
-        widths = [channels, ngf, ngf * 2, ngf * 4]
+        widths = [channels, *reversed(hidden_widths(ngf, image_size))]
         layers: list[nn.Module] = []
         for c_in, c_out in pairwise(widths):
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1), make_norm(norm, c_out), make_activation(activation)]
-        layers.append(nn.Conv2d(ngf * 4, nz, 4, 1, 0))
+        layers.append(nn.Conv2d(widths[-1], nz, 4, 1, 0))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
