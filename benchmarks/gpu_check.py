@@ -8,7 +8,9 @@ Checks, in order (each in its own process, with its own time limit; one that fai
   throughput-*   benchmarks/throughput.py on the GPU: the published loop (a), the plain loop on our data path (b),
                  Lightning's floor (L), our LightningModule (c) and the user's `fit` (d) with every default on, for
                  the paper GON at batch 64 and 512 in fp32, bf16-mixed and 16-mixed; V-GON and Conv AE at batch 64;
-                 the GON at 64 px where the benchmark offers --image-size. Peak GPU memory where it reports one.
+                 peak GPU memory where the benchmark reports it.
+  size-throughput  benchmarks/size_throughput.py: the GON at 32, 64 and 128 px, plain loop (b), Lightning's floor (L)
+                 and ours (c)
   epoch-end      benchmarks/epoch_end.py: every piece of epoch-end work of a real `fit`, per call
   mnist-epoch    one epoch of the real MNIST (60,000 images) with `gon-lightning fit --config gon_mnist` exactly as
                  a user runs it, timed over its second epoch (validation, checkpoint and panels included); the
@@ -35,7 +37,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
-RATE = re.compile(r"^\s+\((\w+)\) (.+?)\s+([\d.]+) images/s", re.M)
+RATE = re.compile(r"^\s+\((\w+)\) (\S+).*?\s([\d.]+) images/s$")  # "(c) GON LightningModule ... 812.3 images/s"
 RATIO = re.compile(r"\b([a-zA-Z]+/[a-zA-Z]+) = ([\d.]+)")
 PUBLISHED_T4_EPOCH_S = 30.0  # the reference scripts on a Tesla T4, per MNIST epoch
 
@@ -76,9 +78,6 @@ def throughput_checks(args: argparse.Namespace, root: str) -> list[Check]:
             runs.append((f"throughput-b{batch}-{precision}", batch, precision, fit, models, []))
     if args.dry_run:  # every code path once: with the user's fit and three models, and a mixed precision without
         runs = [run for run in runs if run[0] in ("throughput-b64-32-true", "throughput-b512-bf16-mixed")]
-    help_text = subprocess.run(python(str(BENCH / "throughput.py"), "--help"), capture_output=True, text=True).stdout
-    if "--image-size" in help_text:
-        runs.append(("throughput-b64-32-true-64px", 64, "32-true", False, ["GON"], ["--image-size", "64"]))
     checks = []
     for name, batch, precision, fit, models, extra in runs:
         command = python(str(BENCH / "throughput.py"), "--device", device, "--root", root, *size)
@@ -98,6 +97,12 @@ def all_checks(args: argparse.Namespace, root: str, work: str) -> list[Check]:
         )
     ]
     checks += throughput_checks(args, root)
+    sizes = python(str(BENCH / "size_throughput.py"), "--device", device, "--root", root)
+    if args.dry_run:
+        sizes += ["--sizes", "32", "64", "--nz", "4", "--ngf", "1", "--rounds", "1", "--steps", "1", "--threads", "1"]
+    else:
+        sizes += ["--sizes", "32", "64", "128", "--rounds", "3", "--steps", "50", "--warmup", "10"]
+    checks.append(Check("size-throughput", sizes, timeout=240 if args.dry_run else 150))
     epoch_end = python(str(BENCH / "epoch_end.py"), "--epochs", "3", "--batches", "3" if args.dry_run else "50")
     epoch_end += ["--", "--trainer.accelerator", device, "--data.init_args.root", root]
     if args.dry_run:
@@ -119,10 +124,22 @@ def all_checks(args: argparse.Namespace, root: str, work: str) -> list[Check]:
 
 def parse(check: Check, output: str, work: str) -> None:
     if check.name.startswith("throughput"):
-        check.figures = {f"({key}) img/s": float(value) for key, _, value in RATE.findall(output)}
-        check.figures.update({name: float(value) for name, value in RATIO.findall(output)})
+        for line in output.splitlines():
+            rate = RATE.match(line)
+            if rate:  # (c) is one line per model: named by it
+                name = f"({rate[1]})" if rate[1] != "c" else f"(c) {rate[2]}"
+                check.figures[f"{name} img/s"] = float(rate[3])
+            # "  VariationalGON: c/a = ..." names the model of its ratios
+            model = re.match(r"^\s+(\w+): ", line)
+            prefix = f"{model[1]} " if model and not line.strip().startswith("peak") else ""
+            check.figures.update({prefix + name: float(value) for name, value in RATIO.findall(line)})
         memory = re.findall(r"peak GPU memory (\S+): ([\d.]+) MiB", output)
         check.figures.update({f"peak MiB {key}": float(value) for key, value in memory})
+    elif check.name == "size-throughput":  # its table: | side | (b) | (L) | (c) | c/b (per round) | c/L (per round) |
+        for side, b, lightning, c, c_b, c_l in re.findall(
+            r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)[^|]*\| ([\d.]+)", output, re.M
+        ):
+            check.figures[f"{side}px (b) (L) (c) img/s, c/b, c/L"] = f"{b}, {lightning}, {c}, {c_b}, {c_l}"
     elif check.name == "mnist-epoch":
         path = Path(check.env["GON_BENCH_EPOCH_FILE"])
         if path.is_file():
@@ -179,6 +196,11 @@ def run(check: Check, log: Any, deadline: float, work: str) -> None:
     print(f"{check.name}: {check.status} ({check.seconds:.0f} s)", flush=True)
 
 
+def cell(key: str, value: float) -> str:
+    """Ratios with two decimals, rates and memory as whole numbers."""
+    return f"{value:.2f}" if RATIO.search(f"{key} = 1") else f"{value:.0f}"
+
+
 def markdown(checks: list[Check], header: str) -> str:
     lines = [f"# gon-lightning GPU check\n\n{header}\n", "| check | status | seconds |", "|---|---|---|"]
     lines += [f"| {c.name} | {c.status} | {c.seconds:.0f} |" for c in checks]
@@ -188,16 +210,7 @@ def markdown(checks: list[Check], header: str) -> str:
         lines += ["", "## Throughput (images/s, ratios of the medians)", ""]
         lines += ["| run | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
         for c in throughput:
-            cells = [
-                (
-                    ""
-                    if k not in c.figures
-                    else f"{c.figures[k]:.2f}"
-                    if RATIO.fullmatch(f"{k} = 1")
-                    else f"{c.figures[k]:.0f}"
-                )
-                for k in columns
-            ]
+            cells = [cell(key, c.figures[key]) if key in c.figures else "" for key in columns]
             lines.append(f"| {c.name.removeprefix('throughput-')} | " + " | ".join(cells) + " |")
     for c in checks:
         if c.figures and not c.name.startswith("throughput"):

@@ -318,10 +318,15 @@ def main() -> None:
         contenders["d"] = UserFit(args, str(root), len(ours)).run
 
     rates: dict[str, list[float]] = {name: [] for name in contenders}
+    peak_mib: dict[str, float] = {}  # GPU memory at its peak, per contender run in this process
     for r in range(args.rounds):
         for name, run in contenders.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
             seconds = run(args.warmup, args.steps)
             rates[name].append(args.steps * args.batch_size / seconds)
+            if device.type == "cuda" and name != "d":  # (d) trains in its own process
+                peak_mib[name] = max(peak_mib.get(name, 0.0), torch.cuda.max_memory_allocated(device) / 2**20)
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {v[-1]:.0f}" for n, v in rates.items()), flush=True)
 
     median = {name: statistics.median(values) for name, values in rates.items()}
@@ -356,6 +361,8 @@ def main() -> None:
             print(f"  {name[2:]}: c/a = {ratio(name, 'a')}, c/b = {ratio(name, 'b')}, c/L = {ratio(name, 'L')}")
     if "d" in median:
         print(f"  d/a = {ratio('d', 'a')}, d/b = {ratio('d', 'b')}")
+    for name, mib in peak_mib.items():
+        print(f"  peak GPU memory {name}: {mib:.1f} MiB")
 
 
 if __name__ == "__main__":
