@@ -250,8 +250,12 @@ def main() -> None:
     (args.out / "gpu_check.json").write_text(json.dumps(result, indent=1))
     print(f"\nwritten: {args.out / 'gpu_check.md'}, gpu_check.json, gpu_check.log")
     failed = [c.name for c in checks if c.status.startswith("failed")]
-    if failed:
-        sys.exit(f"failed checks: {', '.join(failed)} (their last lines are in gpu_check.md)")
+    skipped = [c.name for c in checks if c.status.startswith("not run")]
+    if failed or skipped:
+        sys.exit(
+            (f"failed checks: {', '.join(failed)} (their last lines are in gpu_check.md)" if failed else "")
+            + (f"{'; ' if failed else ''}not run (--budget): {', '.join(skipped)}" if skipped else "")
+        )
 
 
 if __name__ == "__main__":
