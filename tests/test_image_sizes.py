@@ -227,3 +227,21 @@ def test_super_resolution_panels_render_at_twice_the_side_by_default(size: int) 
     x = torch.rand(4, 1, size, size)
     assert make_panels(model, x)["superres"].shape[-2:] == (2 * (2 * size + 1) + 1, 4 * (2 * size + 1) + 1)
     assert make_panels(model, x, render_size=48)["superres"].shape[-2] == 2 * 49 + 1
+
+
+@pytest.mark.parametrize("cls", [GON, ConvAutoencoder])
+def test_models_learn_at_64px(cls, digits) -> None:
+    from torchvision.transforms.v2.functional import resize
+
+    x = resize(torch.from_numpy(digits[0][:32]).unsqueeze(1), [64, 64], antialias=True).float() / 255
+    torch.manual_seed(0)
+    model = cls(nz=16, ngf=4, image_shape=(1, 64, 64))
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    losses = []
+    for step in range(30):
+        loss = model.training_step(x, step)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-3:]) < 0.5 * sum(losses[:3]), losses
