@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -34,6 +33,7 @@ from gon_lightning.callbacks import (
     BestAndLastCheckpoint,
     CompactModelSummary,
     EpochLog,
+    HoldBackLoggers,
     ImagePanels,
     PredictionWriter,
     RunConfigCallback,
@@ -142,7 +142,8 @@ class GONLightningCLI(LightningCLI):
         plugins = _as_list(config.trainer.get("plugins"))
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())
-        callbacks = _as_list(config.trainer.get("callbacks"))
+        held = HoldBackLoggers()  # no W&B run before the data is ready; first, so the others find W&B at the start
+        callbacks = [held, *_as_list(config.trainer.get("callbacks"))]
         callbacks += [RunState(self.run_dir, self.wandb_id), TrainingClock(), SaveTestMetrics()]
         callbacks += [WandbRunSummary(), WorstReconstructions()]
         if config.trainer.get("enable_progress_bar") is not False and not any(
@@ -167,6 +168,7 @@ class GONLightningCLI(LightningCLI):
                 logger._wandb_init.pop("anonymous", None)
             if self.wandb_settings and logger._wandb_init.get("settings") is None:  # settings the user gave win
                 logger._wandb_init["settings"] = dict(self.wandb_settings)
+        held.hold(trainer)
         return trainer
 
     def _check_checkpoint(self) -> None:
@@ -213,44 +215,57 @@ def main(args: list[str] | None = None, run: bool = True) -> GONLightningCLI:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     # a resumed run writes into its own existing checkpoints folder: that is the point, not a hazard
     warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
+    runs.UnfinishedRun.forget()
     try:
-        if args is None or isinstance(args, list):
-            args = runs.resolve_config_names(sys.argv[1:] if args is None else args)
-        cli = GONLightningCLI(
-            ImageModel,
-            ImageDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            parser_class=GONArgumentParser,
-            seed_everything_default=0,
-            auto_configure_optimizers=False,
-            save_config_callback=RunConfigCallback,
-            save_config_kwargs={"overwrite": True},
-            trainer_defaults={
-                # GON-family evaluation takes gradients at the origin; inference mode forbids that
-                "inference_mode": False,
-                "logger": DEFAULT_LOGGER,
-            },
-            args=args,
-            run=run,
-        )
-        _finish_wandb()
-        return cli
+        try:
+            return _run(args, run)
+        except BaseException:
+            # whatever ended the command before it left a result: no run folder, no offline W&B run stays behind
+            if runs.UnfinishedRun.path is not None:
+                _finish_wandb(exit_code=1)
+            runs.discard_unfinished_run()
+            raise
     except SIGTERMException as stop:
         sys.exit(runs.stopped_message(getattr(stop, "gon_lightning", None)))
     except Exception as error:
-        runs.discard_unused_run(os.environ.get(runs.RUN_DIR_ENV))
         cause = user_error_in(error)
         if cause is None:
             raise
         sys.exit(f"gon-lightning: error: {cause}")
 
 
-def _finish_wandb() -> None:
+def _run(args: Any, run: bool) -> GONLightningCLI:
+    if args is None or isinstance(args, list):
+        args = runs.resolve_config_names(sys.argv[1:] if args is None else args)
+    cli = GONLightningCLI(
+        ImageModel,
+        ImageDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        parser_class=GONArgumentParser,
+        seed_everything_default=0,
+        auto_configure_optimizers=False,
+        save_config_callback=RunConfigCallback,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            # GON-family evaluation takes gradients at the origin; inference mode forbids that
+            "inference_mode": False,
+            "logger": DEFAULT_LOGGER,
+        },
+        args=args,
+        run=run,
+    )
+    if run:
+        runs.keep_run()  # the command finished: what it left is its result
+    _finish_wandb()
+    return cli
+
+
+def _finish_wandb(exit_code: int | None = None) -> None:
     """Close the W&B run the command opened (so a later command in the same process starts cleanly)."""
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
+        wandb.finish(exit_code=exit_code)
 
 
 def console_main() -> None:

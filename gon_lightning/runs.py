@@ -86,18 +86,33 @@ def is_launched_rank() -> bool:
     return any(os.environ.get(name, "0") not in ("", "0") for name in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
+class UnfinishedRun:
+    """The run folder this process made, until the command leaves a result in it (a checkpoint; for validate, test
+    and predict, a finished loop): a command that fails before then removes it, so nothing is left behind."""
+
+    path: Path | None = None
+    root: Path | None = None  # the runs root, when this process made it too
+
+    @classmethod
+    def forget(cls) -> None:
+        cls.path = cls.root = None
+
+
 def new_run_dir(root: str | Path, name: str) -> Path:
-    """Create `root/name-<timestamp>` (with -2, -3 ... when taken): mkdir is atomic, so concurrent runs never share."""
+    """Create `root/name-<timestamp>` (with -2, -3 ... when taken): mkdir is atomic, so concurrent runs never share.
+    The folder counts as unfinished until `keep_run`."""
     root = Path(root)
+    made_root = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for n in range(1, 10_000):
         path = root / (f"{name}-{stamp}" if n == 1 else f"{name}-{stamp}-{n}")
         try:
             path.mkdir()
-            return path
         except FileExistsError:
             continue
+        UnfinishedRun.path, UnfinishedRun.root = path, root if made_root else None
+        return path
     raise UserError(f"could not create a run folder under {root}")
 
 
@@ -269,13 +284,23 @@ def resolve_run(
     return run_dir, wandb_id
 
 
-def discard_unused_run(run_dir: str | Path | None) -> None:
-    """Remove a run folder that holds no file: the command that made it failed before writing anything (a bad
-    option found while building the model or data), so nothing is left behind. Never on a launched rank."""
-    if not run_dir or not Path(run_dir).is_dir() or is_launched_rank():
+def keep_run() -> None:
+    """The command has left a result (a checkpoint, test metrics, predictions): its run folder stays."""
+    UnfinishedRun.forget()
+
+
+def discard_unfinished_run() -> None:
+    """Remove the run folder this process made, with its config, logs and offline W&B run, when the command ends
+    before leaving a result in it: a failure while the data was prepared, set up or first loaded, a bad option
+    found late, a signal before the first checkpoint. The runs root goes too if this process made it and it is
+    now empty. A resumed run's folder was never made here, so it is never removed."""
+    path, root = UnfinishedRun.path, UnfinishedRun.root
+    UnfinishedRun.forget()
+    if path is None or not path.is_dir() or is_launched_rank():
         return
-    if not any(path.is_file() for path in Path(run_dir).rglob("*")):
-        shutil.rmtree(run_dir)
+    shutil.rmtree(path, ignore_errors=True)
+    if root is not None and root.is_dir() and not any(root.iterdir()):
+        root.rmdir()
 
 
 def fill_run_paths(config: Namespace, run_dir: Path) -> None:

@@ -15,9 +15,10 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from gon_lightning.runs import CHECKPOINT_FORMAT, CHECKPOINT_KEY, load_checkpoint_file
+from gon_lightning.runs import CHECKPOINT_FORMAT, CHECKPOINT_KEY, keep_run, load_checkpoint_file
 
 
 def _umask() -> int:
@@ -158,12 +159,24 @@ class RunState(Callback):
             _set_rng_state(state_dict["rng"])
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        keep_run()  # the run folder now holds a checkpoint: a later failure leaves it as it is
         checkpoint[CHECKPOINT_KEY] = {
             "format": CHECKPOINT_FORMAT,
             "model": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
             "run_dir": self.run_dir,
             "wandb_id": self.wandb_id,
         }
+
+    # an evaluation's result: its metrics are logged (and, for test and predict, written) once its loop ends
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            keep_run()
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        keep_run()
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        keep_run()
 
     # interruption
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
