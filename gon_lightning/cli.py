@@ -24,6 +24,7 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelSummary, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from pytorch_lightning.plugins.io import CheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -108,6 +109,10 @@ class GONLightningCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         runs.honour_default_root_dir(config)
+        if subcommand == "fit" and not config.get("ckpt_path"):
+            config.ckpt_path = runs.requeued_checkpoint(config.runs_root, runs.run_name(config))
+            if config.ckpt_path and not runs.is_launched_rank():
+                print(f"SLURM job requeued: continuing from {config.ckpt_path}", file=sys.stderr, flush=True)
         if not subcommand or not config.get("ckpt_path"):
             return
         config.ckpt_path = runs.resolve_ckpt_path(config.ckpt_path, config.runs_root, runs.run_name(config))
@@ -142,6 +147,10 @@ class GONLightningCLI(LightningCLI):
         plugins = _as_list(config.trainer.get("plugins"))
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())
+        if runs.slurm_detected() and not any(isinstance(p, ClusterEnvironment) for p in plugins):
+            # RunState requeues on SIGUSR1 after a checkpoint at a batch boundary (exact to resume), instead of
+            # Lightning's hpc checkpoint written wherever the signal finds the step
+            plugins.append(SLURMEnvironment(auto_requeue=False))
         held = HoldBackLoggers()  # no W&B run before the data is ready; first, so the others find W&B at the start
         callbacks = [held, *_as_list(config.trainer.get("callbacks"))]
         callbacks += [RunState(self.run_dir, self.wandb_id), TrainingClock(), SaveTestMetrics()]
@@ -220,9 +229,8 @@ def main(args: list[str] | None = None, run: bool = True) -> GONLightningCLI:
         try:
             return _run(args, run)
         except BaseException:
+            _finish_wandb(exit_code=1)  # (a later command in this process must not reuse it)
             # whatever ended the command before it left a result: no run folder, no offline W&B run stays behind
-            if runs.UnfinishedRun.path is not None:
-                _finish_wandb(exit_code=1)
             runs.discard_unfinished_run()
             raise
     except SIGTERMException as stop:

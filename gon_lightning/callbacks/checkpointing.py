@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import tempfile
 import threading
 from pathlib import Path
@@ -18,7 +19,14 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from gon_lightning.runs import CHECKPOINT_FORMAT, CHECKPOINT_KEY, keep_run, load_checkpoint_file
+from gon_lightning.runs import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_KEY,
+    keep_run,
+    load_checkpoint_file,
+    slurm_detected,
+    slurm_job_id,
+)
 
 
 def _umask() -> int:
@@ -108,6 +116,20 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         self._save_checkpoint(trainer, last)
 
 
+def requeue_slurm_job() -> str:
+    """`scontrol requeue` this SLURM job, once its checkpoint is written: what happened, in words."""
+    job = slurm_job_id()
+    if job is None:
+        return "not requeued: not a SLURM job"
+    try:
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"requeueing SLURM job {job} failed ({type(error).__name__}: {error})"
+    if result.returncode != 0:
+        return f"requeueing SLURM job {job} failed: {(result.stderr or result.stdout).strip()}"
+    return f"SLURM job {job} requeued: its restart continues this run"
+
+
 def _rng_state() -> dict[str, Any]:
     np_kind, np_keys, np_pos, np_gauss, np_cached = np.random.get_state()
     py_version, py_state, py_gauss = random.getstate()
@@ -132,12 +154,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 class RunState(Callback):
-    """What an exact resume needs beyond Lightning's own state, and a checkpoint on SIGTERM / Ctrl-C.
+    """What an exact resume needs beyond Lightning's own state, and a checkpoint on SIGTERM / SIGUSR1 / Ctrl-C.
 
     - every checkpoint records the model class, the run folder and the W&B run id (so a resume continues the
       same run) and the random number generators (so the data order after a resume is the straight run's);
-    - SIGTERM, or a first Ctrl-C, stops training at the next batch boundary and writes `last.ckpt`; a second
-      Ctrl-C stops at once without saving (the previous checkpoint stays intact: writes are atomic).
+    - SIGTERM (a scheduler's time limit or preemption), or a first Ctrl-C, stops training at the next batch
+      boundary and writes `last.ckpt`; a second Ctrl-C stops at once without saving (the previous checkpoint
+      stays intact: writes are atomic);
+    - under SLURM, SIGUSR1 (`#SBATCH --signal=SIGUSR1@90`: the time limit is near) does the same and then
+      requeues the job (`scontrol requeue`), whose restart continues the run from that `last.ckpt`.
     """
 
     def __init__(self, run_dir: str | Path, wandb_id: str | None = None) -> None:
@@ -146,6 +171,7 @@ class RunState(Callback):
         self.interrupted: dict[str, Any] | None = None
         self._signal: str | None = None
         self._previous_sigint: Any = None
+        self._previous_sigusr1: Any = None
 
     @property
     def state_key(self) -> str:
@@ -191,12 +217,24 @@ class RunState(Callback):
             print("\nCtrl-C: stopping after this batch and saving a checkpoint (Ctrl-C again to stop at once)")
             trainer._signal_connector.received_sigterm = True
 
+        def on_requeue_signal(signum: int, frame: Any) -> None:
+            self._signal = "SIGUSR1"
+            print("SIGUSR1: stopping after this batch, saving a checkpoint and requeueing the SLURM job", flush=True)
+            trainer._signal_connector.received_sigterm = True
+
         self._previous_sigint = signal.signal(signal.SIGINT, on_sigint)
+        if slurm_detected():
+            self._previous_sigusr1 = signal.signal(signal.SIGUSR1, on_requeue_signal)
 
     def _restore_sigint(self) -> None:
-        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if self._previous_sigint is not None:
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None
+        if self._previous_sigusr1 is not None:
+            signal.signal(signal.SIGUSR1, self._previous_sigusr1)
+            self._previous_sigusr1 = None
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore_sigint()
@@ -210,4 +248,6 @@ class RunState(Callback):
         path = os.path.join(dirpath, "last.ckpt")
         trainer.save_checkpoint(path)
         self.interrupted = {"signal": self._signal or "SIGTERM", "checkpoint": path, "step": trainer.global_step}
+        if self._signal == "SIGUSR1" and trainer.is_global_zero:
+            self.interrupted["requeued"] = requeue_slurm_job()
         exception.gon_lightning = self.interrupted  # type: ignore[attr-defined]

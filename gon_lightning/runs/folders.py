@@ -13,7 +13,13 @@ from jsonargparse import Namespace
 
 from gon_lightning.errors import UserError
 from gon_lightning.runs.checkpoints import CHECKPOINT_KEY
-from gon_lightning.runs.job import is_launched_rank
+from gon_lightning.runs.job import (
+    chosen_by_rank_zero,
+    is_launched_rank,
+    slurm_job_name,
+    slurm_restart_count,
+    torchrun_agent_store,
+)
 from gon_lightning.runs.loggers import new_wandb_id
 
 DEFAULT_RUNS_ROOT = "runs"
@@ -65,14 +71,48 @@ def honour_default_root_dir(config: Namespace) -> None:
     config.runs_root = str(root)
 
 
+def job_run_dir(root: str | Path, name: str, job: str) -> Path:
+    """`root/name-<job>` (e.g. `gon-mnist-slurm-4242`), the run folder every rank of a job names alike; it counts as
+    unfinished (see `new_run_dir`) for rank 0 when it held nothing yet."""
+    root = Path(root)
+    made_root = not root.exists()
+    path = root / f"{name}-{job}"
+    path.mkdir(parents=True, exist_ok=True)
+    if not is_launched_rank() and not any(path.iterdir()):
+        UnfinishedRun.path, UnfinishedRun.root = path, root if made_root else None
+    return path
+
+
+def requeued_checkpoint(runs_root: str | Path, name: str) -> str | None:
+    """Under SLURM, the `last.ckpt` of this job step's run when the job was requeued (preempted, or its time limit
+    near): `fit` continues the run from it without `--ckpt_path`. On a first start a run of the same name in the
+    job step is refused: a second `fit` would otherwise continue the first after a requeue."""
+    job = slurm_job_name()
+    if job is None:
+        return None
+    run_dir = Path(runs_root) / f"{name}-{job}"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return None
+    if slurm_restart_count() == 0:
+        raise UserError(
+            f"{run_dir} already holds a run of this SLURM job step (SLURM_JOB_ID {os.environ.get('SLURM_JOB_ID')}): "
+            "start each fit of the same model and data in its own `srun` step, or give --ckpt_path to continue it"
+        )
+    return str(last)
+
+
 def resolve_run(
     runs_root: str | Path, name: str, ckpt_path: str | None, checkpoint: dict[str, Any] | None
 ) -> tuple[Path, str | None]:
-    """The run folder (created) and W&B id of this command, shared with the ranks a DDP launcher starts.
+    """The run folder (created) and W&B id of this command, one for every process of the job.
 
     A loaded checkpoint continues its run: the folder it lies in (wherever that was moved), else the folder it
-    records, and its W&B id. A process launched for rank > 0 reuses rank 0's folder; anything else starts a run.
+    records, and its W&B id. Otherwise a new run, chosen once per job (see `gon_lightning.runs.job`): named after
+    the SLURM job, chosen by rank 0 and shared through torchrun's store, or inherited from the process that
+    launched this one.
     """
+    run_dir, wandb_id = None, None
     if checkpoint is not None and ckpt_path is not None:
         path = Path(ckpt_path)
         info = checkpoint.get(CHECKPOINT_KEY) or {}
@@ -80,17 +120,24 @@ def resolve_run(
             run_dir = path.parent.parent
         elif info.get("run_dir") and Path(info["run_dir"]).is_dir():
             run_dir = Path(info["run_dir"])
+        wandb_id = info.get("wandb_id")
+    if run_dir is None:
+        job = slurm_job_name()
+        if job is not None:
+            run_dir = job_run_dir(runs_root, name, job)
+        elif torchrun_agent_store():
+            chosen = chosen_by_rank_zero("run", lambda: f"{new_run_dir(runs_root, name)}\n{wandb_id or new_wandb_id()}")
+            folder, wandb_id = chosen.split("\n")
+            run_dir = Path(folder)
+        elif is_launched_rank() and os.environ.get(RUN_DIR_ENV):
+            run_dir = Path(os.environ[RUN_DIR_ENV])
+            wandb_id = os.environ.get(WANDB_ID_ENV) or None
         else:
             run_dir = new_run_dir(runs_root, name)
-        wandb_id = info.get("wandb_id") or new_wandb_id()
-    elif is_launched_rank() and os.environ.get(RUN_DIR_ENV):
-        run_dir = Path(os.environ[RUN_DIR_ENV])
-        wandb_id = os.environ.get(WANDB_ID_ENV) or None
-    else:
-        run_dir, wandb_id = new_run_dir(runs_root, name), new_wandb_id()
+    wandb_id = wandb_id or new_wandb_id()
     run_dir.mkdir(parents=True, exist_ok=True)
     os.environ[RUN_DIR_ENV] = str(run_dir)  # processes launched for other ranks inherit it
-    os.environ[WANDB_ID_ENV] = wandb_id or ""
+    os.environ[WANDB_ID_ENV] = wandb_id
     return run_dir, wandb_id
 
 

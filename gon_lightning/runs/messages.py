@@ -32,15 +32,18 @@ def fit_summary(run_dir: Path, trainer: Any, images: str | None = None) -> str:
 
 def stopped_message(info: dict[str, Any] | None) -> str | int:
     """What a run stopped by a signal exits with: a message before training began, else (after printing where the
-    checkpoint is and the command that resumes from it) 130 for SIGINT, 143 for SIGTERM."""
+    checkpoint is, and the command that resumes from it or that SLURM requeued the job) 130 for SIGINT, 138 for
+    SIGUSR1, 143 for SIGTERM."""
     if not info:
         return "gon-lightning: stopped by a signal before training began; no checkpoint written"
     run_dir = Path(info["checkpoint"]).parent.parent
-    print(
+    resume = f"gon-lightning fit --config {run_dir / 'config.yaml'} --ckpt_path {info['checkpoint']}"
+    lines = [
         f"gon-lightning: {info['signal']} received: stopped at step {info['step']}; checkpoint saved to "
-        f"{info['checkpoint']}\nresume with: gon-lightning fit --config {run_dir / 'config.yaml'} "
-        f"--ckpt_path {info['checkpoint']}",
-        file=sys.stderr,
-        flush=True,
-    )
-    return 130 if info["signal"] == "SIGINT" else 143
+        f"{info['checkpoint']}"
+    ]
+    if info.get("requeued"):
+        lines.append(info["requeued"])
+    lines.append(f"resume with: {resume}")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    return {"SIGINT": 130, "SIGUSR1": 138}.get(info["signal"], 143)
