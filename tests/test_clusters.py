@@ -59,6 +59,15 @@ def test_a_slurm_job_names_its_run_alike_on_every_rank(monkeypatch: pytest.Monke
     assert again == first == tmp_path / "runs" / "gon-mnist-slurm-4242"
 
 
+def test_a_rank_that_cannot_learn_rank_0s_run_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """A second node started by hand (NODE_RANK 1, Lightning's launcher): it would open a run of its own."""
+    monkeypatch.setenv("NODE_RANK", "1")
+    monkeypatch.delenv(runs.RUN_DIR_ENV, raising=False)  # (a monkeypatch undo of an earlier test may restore it)
+    with pytest.raises(UserError, match="cannot learn rank 0's run folder: start the nodes of a job with torchrun"):
+        runs.resolve_run(tmp_path / "runs", "gon-mnist", None, None)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_second_fit_in_one_slurm_job_step_is_refused_not_continued(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     slurm_task(monkeypatch)
     assert runs.requeued_checkpoint(tmp_path, "gon-mnist") is None  # nothing yet
@@ -208,3 +217,17 @@ def test_two_srun_tasks_write_one_run(mnist_root: Path, tmp_path: Path):
     run_nodes([[sys.executable, str(WORKER), str(out), "--", *args]] * 2, envs, out)
     assert (out / "runs" / "gon-mnist-slurm-4242.0").is_dir()
     assert_one_run_with_single_process_gradients(mnist_root, out, single)
+
+
+def test_the_shipped_sbatch_script_requeues_and_its_command_parses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    script = (REPO / "scripts" / "slurm.sbatch").read_text()
+    for option in ("#SBATCH --signal=SIGUSR1@", "#SBATCH --requeue", "#SBATCH --open-mode=append"):
+        assert option in script
+    assert subprocess.run(["bash", "-n", str(REPO / "scripts" / "slurm.sbatch")], timeout=30).returncode == 0
+    # the srun line, with the variables SLURM sets for a 1-node, 1-task job
+    command = script[script.index("srun gon-lightning fit") :].replace("\\\n", " ").split()[3:]
+    slurm_task(monkeypatch, SLURM_JOB_NUM_NODES="1", SLURM_NTASKS_PER_NODE="1", SLURM_STEP_ID="0")
+    command = [os.path.expandvars(arg.strip('"')) for arg in command]
+    cli = main([*command, "--trainer.accelerator=cpu", f"--runs_root={tmp_path / 'runs'}"], run=False)
+    assert (cli.trainer.num_nodes, cli.trainer.num_devices) == (1, 1)
+    assert cli.run_dir.name.endswith("-slurm-4242.0")

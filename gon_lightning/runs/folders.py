@@ -129,7 +129,13 @@ def resolve_run(
             chosen = chosen_by_rank_zero("run", lambda: f"{new_run_dir(runs_root, name)}\n{wandb_id or new_wandb_id()}")
             folder, wandb_id = chosen.split("\n")
             run_dir = Path(folder)
-        elif is_launched_rank() and os.environ.get(RUN_DIR_ENV):
+        elif is_launched_rank():
+            if not os.environ.get(RUN_DIR_ENV):
+                raise UserError(
+                    "this process is not rank 0 of its job, and it was started neither by torchrun, nor by srun, "
+                    "nor by the process of rank 0 on its node, so it cannot learn rank 0's run folder: start the "
+                    "nodes of a job with torchrun or srun (docs/clusters.md)"
+                )
             run_dir = Path(os.environ[RUN_DIR_ENV])
             wandb_id = os.environ.get(WANDB_ID_ENV) or None
         else:

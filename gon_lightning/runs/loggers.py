@@ -14,6 +14,7 @@ from jsonargparse import Namespace
 
 from gon_lightning.errors import UserError
 from gon_lightning.runs.checkpoints import CHECKPOINT_KEY
+from gon_lightning.runs.job import is_launched_rank
 from gon_lightning.runs.wandb_shims import skip_pandas_import_for_media, skip_unstaged_launch_inputs
 
 EVALUATION_SUBCOMMANDS = frozenset({"validate", "test", "predict"})
@@ -103,7 +104,7 @@ def configure_loggers(logger: Any, run_dir: Path, wandb_id: str | None, group: s
                     "trainer.logger.log_model needs an online W&B run, but W&B is offline (WANDB_MODE, or not "
                     f"logged in). Checkpoints stay in {run_dir}/checkpoints; `wandb login`, or drop log_model."
                 )
-            if args.get("offline"):
+            if args.get("offline") and not is_launched_rank():  # rank 0 alone opens the W&B run
                 sync = f"wandb sync {run_dir}/wandb/offline-run-*"
                 print(f"W&B offline: logging to {run_dir}/wandb (upload later: `{sync}`)", file=sys.stderr)
             os.environ.setdefault("WANDB_RESUME", "allow")  # the same id continues the same W&B run
