@@ -93,11 +93,13 @@ def fake_scontrol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.mark.equality
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM], ids=["time-limit", "preempted"])
 def test_a_requeued_slurm_job_continues_its_run_exactly(
-    mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_scontrol: Path, capsys
+    mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_scontrol: Path, capsys, signum
 ):
-    """SIGUSR1 (`--signal=SIGUSR1@90`) at the end of epoch 0: a checkpoint, `scontrol requeue`; the requeued job
-    (same SLURM_JOB_ID, SLURM_RESTART_COUNT 1) runs the same command and continues, with the same W&B run, to the
+    """SIGUSR1 (`--signal=SIGUSR1@90`, the time limit near) or SIGTERM (preemption) at the end of epoch 0: a
+    checkpoint, and for SIGUSR1 `scontrol requeue` (SLURM requeues a preempted job itself). The requeued job (same
+    SLURM_JOB_ID, SLURM_RESTART_COUNT 1) runs the same command and continues, with the same W&B run, to the
     weights of an uninterrupted 2-epoch run."""
     from gon_lightning.models import ImageModel
 
@@ -108,18 +110,21 @@ def test_a_requeued_slurm_job_continues_its_run_exactly(
     args = base_args(mnist_root, tmp_path / "runs", "--trainer.max_epochs=2", logger=None)  # W&B (offline), CSV
     epoch_end = ImageModel.on_train_epoch_end
 
-    def preempted_after_epoch_0(self) -> None:
+    def signalled_after_epoch_0(self) -> None:
         epoch_end(self)
         if self.current_epoch == 0:
-            os.kill(os.getpid(), signal.SIGUSR1)  # as SLURM signals the task 90 s before the time limit
+            os.kill(os.getpid(), signum)  # as SLURM signals every task
 
     with monkeypatch.context() as patched:
-        patched.setattr(ImageModel, "on_train_epoch_end", preempted_after_epoch_0)
+        patched.setattr(ImageModel, "on_train_epoch_end", signalled_after_epoch_0)
         with pytest.raises(SystemExit) as raised:
             main(args)
-    assert raised.value.code == 138
-    assert fake_scontrol.read_text().split() == ["requeue", "4242"]
-    assert "SLURM job 4242 requeued" in capsys.readouterr().err
+    if signum == signal.SIGUSR1:
+        assert raised.value.code == 138
+        assert fake_scontrol.read_text().split() == ["requeue", "4242"]
+        assert "SLURM job 4242 requeued" in capsys.readouterr().err
+    else:
+        assert raised.value.code == 143 and not fake_scontrol.exists()
     run = only_run(tmp_path / "runs")
     assert run.name == "gon-mnist-slurm-4242"
     first = load_checkpoint_file(run / "checkpoints" / "last.ckpt")
