@@ -143,6 +143,33 @@ def test_a_requeued_slurm_job_continues_its_run_exactly(
         assert torch.equal(resumed["state_dict"][name], tensor), name
 
 
+def test_a_job_requeued_in_its_first_epoch_keeps_last_ckpt_the_latest(
+    mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_scontrol: Path
+):
+    """SIGUSR1 after the first batch, before any epoch ended: the requeued job continues, and its checkpoints
+    replace that last.ckpt (Lightning would write last-v1.ckpt beside it, and a second requeue would continue from
+    the stale one). Not bit for bit: the data loaders do not resume within an epoch (docs/clusters.md)."""
+    from gon_lightning.callbacks import RunState
+
+    slurm_task(monkeypatch)
+    args = base_args(mnist_root, tmp_path / "runs", "--trainer.max_epochs=2")
+
+    def signalled_after_step_1(self, trainer, *args) -> None:
+        if trainer.global_step == 1:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(RunState, "on_train_batch_end", signalled_after_step_1, raising=False)
+        with pytest.raises(SystemExit):
+            main(args)
+    checkpoints = only_run(tmp_path / "runs") / "checkpoints"
+    assert load_checkpoint_file(checkpoints / "last.ckpt")["global_step"] == 1
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    main(args)
+    assert load_checkpoint_file(checkpoints / "last.ckpt")["global_step"] == 4  # 2 epochs of 2 batches
+    assert not list(checkpoints.glob("last-v*"))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

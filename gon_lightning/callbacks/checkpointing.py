@@ -101,9 +101,14 @@ class BestAndLastCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
+        last = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
+        # last.ckpt is the run's own: replaced, never a last-v1.ckpt beside it. Lightning versions the name when a
+        # last.ckpt exists that its restored state does not name, which is the case after a resume from a
+        # last.ckpt written on SIGTERM before the run's first epoch ended, or from a run folder that was moved:
+        # the next requeue would then continue from the stale last.ckpt
+        self.last_model_path = last
         if self.save_last != "link":
             return super()._save_last_checkpoint(trainer, monitor_candidates)
-        last = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
         saved = self._last_checkpoint_saved
         if (
             self._last_global_step_saved == trainer.global_step
