@@ -134,8 +134,9 @@ def test_a_requeued_slurm_job_continues_its_run_exactly(
     cli = main(args)  # the requeued job runs the same command: no --ckpt_path
     assert cli.run_dir == run and only_run(tmp_path / "runs") == run
     assert cli.wandb_id == first["gon_lightning"]["wandb_id"]
+    # offline-run-<time>-<id>, with -1 appended when both started in the same second
     offline = sorted(p.name for p in (run / "wandb").glob("offline-run-*"))
-    assert len(offline) == 2 and all(name.endswith(cli.wandb_id) for name in offline)  # one W&B run, continued
+    assert len(offline) == 2 and all(f"-{cli.wandb_id}" in name for name in offline)  # one W&B run, continued
     resumed = load_checkpoint_file(run / "checkpoints" / "last.ckpt")
     reference = load_checkpoint_file(only_run(straight) / "checkpoints" / "last.ckpt")
     assert resumed["global_step"] == reference["global_step"] == 4
