@@ -210,7 +210,8 @@ def assert_one_run_with_single_process_gradients(mnist_root: Path, out: Path, si
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
     assert len(list((run / "wandb").glob("offline-run-*"))) == 1  # one W&B run, rank 0's
     assert load_checkpoint_file(run / "checkpoints" / "last.ckpt")["gon_lightning"]["run_dir"] == str(run)
-    cli = main(two_node_args(mnist_root, single, 256, "--trainer.devices=1"), run=False)
+    # the reference in this process, without loggers: a W&B run left open here would be reused by later tests
+    cli = main([*two_node_args(mnist_root, single, 256, "--trainer.devices=1"), "--trainer.logger=false"], run=False)
     cli.trainer.callbacks.append(Recorder(single))
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     reference = torch.load(single / "rank0.pt")["grads"]
