@@ -67,6 +67,7 @@ class GONLightningCLI(LightningCLI):
     run_dir: Path
     wandb_id: str | None = None
     wandb_settings: dict[str, Any] | None = None  # what runs.wandb_settings adds to wandb.init
+    logger_note: str | None = None  # where an offline W&B run logs, said when it starts
     checkpoint: dict[str, Any] | None = None  # the --ckpt_path file, loaded once to check it
     given_model: Namespace | None = None  # the model options the user gave (command line, --config), no defaults
 
@@ -134,7 +135,9 @@ class GONLightningCLI(LightningCLI):
         self.wandb_settings = runs.wandb_settings(self.subcommand, self.checkpoint)
         runs.fill_run_paths(config, self.run_dir)
         config.trainer.logger = runs.with_csv_beside_wandb(config.trainer.logger)
-        runs.configure_loggers(config.trainer.logger, self.run_dir, self.wandb_id, runs.run_name(config))
+        self.logger_note = runs.configure_loggers(
+            config.trainer.logger, self.run_dir, self.wandb_id, runs.run_name(config)
+        )
         self.save_config_kwargs = {
             **self.save_config_kwargs,
             "user_config": user_config,
@@ -151,7 +154,8 @@ class GONLightningCLI(LightningCLI):
             # RunState requeues on SIGUSR1 after a checkpoint at a batch boundary (exact to resume), instead of
             # Lightning's hpc checkpoint written wherever the signal finds the step
             plugins.append(SLURMEnvironment(auto_requeue=False))
-        held = HoldBackLoggers()  # no W&B run before the data is ready; first, so the others find W&B at the start
+        # no W&B run before the data is ready; first, so the others find the loggers in place at the start
+        held = HoldBackLoggers(note=self.logger_note)
         callbacks = [held, *_as_list(config.trainer.get("callbacks"))]
         callbacks += [RunState(self.run_dir, self.wandb_id), TrainingClock(), SaveTestMetrics()]
         callbacks += [WandbRunSummary(), WorstReconstructions()]

@@ -43,7 +43,13 @@ def fails_setting_up(self, stage=None):
 @pytest.mark.parametrize("runs_exist", [False, True], ids=["fresh", "beside-a-run"])
 @pytest.mark.parametrize("when", ["prepare-missing", "prepare-corrupt", "setup", "first-dataloader"])
 def test_a_data_error_leaves_runs_as_it_was(
-    mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wandb_inits: list[dict], when, runs_exist
+    mnist_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    wandb_inits: list[dict],
+    capsys: pytest.CaptureFixture,
+    when,
+    runs_exist,
 ):
     runs = tmp_path / "runs"
     if runs_exist:  # an earlier run stays exactly as it is
@@ -65,10 +71,11 @@ def test_a_data_error_leaves_runs_as_it_was(
         assert str(raised.value.code).startswith("gon-lightning: error:")
     assert listing(runs) == before
     assert wandb_inits == []  # no W&B run was started, offline or (for a logged-in user) online
+    assert "W&B offline" not in capsys.readouterr().err  # nor said to log into a folder that is gone
 
 
 def test_an_error_after_the_first_checkpoint_keeps_the_run(
-    mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ):
     from gon_lightning.models import ImageModel
 
@@ -83,6 +90,7 @@ def test_an_error_after_the_first_checkpoint_keeps_the_run(
     run = only_run(runs)
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
     assert list((run / "wandb").glob("offline-run-*"))
+    assert f"W&B offline: logging to {run}/wandb" in capsys.readouterr().err  # said when the run started
 
 
 def test_a_failed_resume_never_removes_its_run(mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,9 @@ class HoldBackLoggers(LoopStart):
     Lightning starts every logger's run before the data is set up. `hold(trainer)` right after the trainer is
     made; must be the first callback, so the others find the loggers in place at the loop's start."""
 
-    def __init__(self) -> None:
+    def __init__(self, note: str | None = None) -> None:
         self.loggers: list[Logger] | None = None
+        self.note = note  # printed (rank 0) when the loggers start: where an offline W&B run logs
 
     def hold(self, trainer: pl.Trainer) -> None:
         if trainer.loggers:
@@ -54,6 +56,8 @@ class HoldBackLoggers(LoopStart):
     def at_loop_start(self, trainer: pl.Trainer) -> None:
         if self.loggers is not None:
             trainer.loggers, self.loggers = self.loggers, None
+            if self.note and trainer.is_global_zero:
+                print(self.note, file=sys.stderr, flush=True)
 
 
 class RunConfigCallback(SaveConfigCallback, LoopStart):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import netrc
 import os
 import secrets
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -14,7 +13,6 @@ from jsonargparse import Namespace
 
 from gon_lightning.errors import UserError
 from gon_lightning.runs.checkpoints import CHECKPOINT_KEY
-from gon_lightning.runs.job import is_launched_rank
 from gon_lightning.runs.wandb_shims import skip_pandas_import_for_media, skip_unstaged_launch_inputs
 
 EVALUATION_SUBCOMMANDS = frozenset({"validate", "test", "predict"})
@@ -72,14 +70,16 @@ def wandb_settings(subcommand: str | None, checkpoint: dict[str, Any] | None) ->
     return {}
 
 
-def configure_loggers(logger: Any, run_dir: Path, wandb_id: str | None, group: str | None = None) -> None:
+def configure_loggers(logger: Any, run_dir: Path, wandb_id: str | None, group: str | None = None) -> str | None:
     """Fill in the logger configs (`trainer.logger`: one, a list, or a bool) for this run.
 
     W&B: files in the run folder, the folder's name, the run's id (a resume continues the W&B run), the group
     `<model>-<data>` and those two as tags unless given (dashboards filter on them), offline when
-    nobody is logged in (printing the sync command); log_model offline is refused. CSV and TensorBoard write
+    nobody is logged in (returning a note with the sync command, printed when the run starts); log_model offline is
+    refused. CSV and TensorBoard write
     `<run>/logs/version_N`: a resume, test or predict of the run adds a version, never overwrites one.
     """
+    note = None
     items = logger if isinstance(logger, list) else [logger]
     for item in items:
         if not (isinstance(item, Namespace) and "class_path" in item):
@@ -104,12 +104,13 @@ def configure_loggers(logger: Any, run_dir: Path, wandb_id: str | None, group: s
                     "trainer.logger.log_model needs an online W&B run, but W&B is offline (WANDB_MODE, or not "
                     f"logged in). Checkpoints stay in {run_dir}/checkpoints; `wandb login`, or drop log_model."
                 )
-            if args.get("offline") and not is_launched_rank():  # rank 0 alone opens the W&B run
+            if args.get("offline"):
                 sync = f"wandb sync {run_dir}/wandb/offline-run-*"
-                print(f"W&B offline: logging to {run_dir}/wandb (upload later: `{sync}`)", file=sys.stderr)
+                note = f"W&B offline: logging to {run_dir}/wandb (upload later: `{sync}`)"
             os.environ.setdefault("WANDB_RESUME", "allow")  # the same id continues the same W&B run
             skip_unstaged_launch_inputs()
             skip_pandas_import_for_media()
         elif name in ("CSVLogger", "TensorBoardLogger") and args.get("save_dir") in (None, ".", "runs"):
             args.save_dir = str(run_dir)
             args.name = "logs"
+    return note
