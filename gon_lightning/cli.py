@@ -3,11 +3,14 @@
 This module only wires: what a run's folder, logger and checkpoint are is decided in `gon_lightning.runs`, the
 files a run writes are callbacks (`gon_lightning.callbacks`). The order, per command:
 
-1. `parse_arguments`: resolve `--ckpt_path` (`last`, a file that must exist) and remember the model options the
-   user gave, before LightningCLI replaces them by the checkpoint's.
-2. `before_instantiate_classes`: check those options against the checkpoint, make the run folder, point every
-   output and logger into it.
-3. `instantiate_trainer`: add the run's plugins and callbacks; `before_<subcommand>` checks the checkpoint fits.
+1. `parse_arguments`: resolve `--ckpt_path` (`last`, a file that must exist; a requeued SLURM job's `last.ckpt`)
+   and remember the model options the user gave, before LightningCLI replaces them by the checkpoint's.
+2. `before_instantiate_classes`: check those options against the checkpoint, make the run folder (one per job),
+   point every output and logger into it.
+3. `instantiate_trainer`: add the run's plugins and callbacks, and hold the loggers back until the command's loop
+   starts; `before_<subcommand>` checks the checkpoint fits.
+
+`main` removes the run folder a command made when the command fails before leaving a result in it.
 """
 
 from __future__ import annotations
