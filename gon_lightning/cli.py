@@ -3,18 +3,20 @@
 This module only wires: what a run's folder, logger and checkpoint are is decided in `gon_lightning.runs`, the
 files a run writes are callbacks (`gon_lightning.callbacks`). The order, per command:
 
-1. `parse_arguments`: resolve `--ckpt_path` (`last`, a file that must exist) and remember the model options the
-   user gave, before LightningCLI replaces them by the checkpoint's.
-2. `before_instantiate_classes`: check those options against the checkpoint, make the run folder, point every
-   output and logger into it.
-3. `instantiate_trainer`: add the run's plugins and callbacks; `before_<subcommand>` checks the checkpoint fits.
+1. `parse_arguments`: resolve `--ckpt_path` (`last`, a file that must exist; a requeued SLURM job's `last.ckpt`)
+   and remember the model options the user gave, before LightningCLI replaces them by the checkpoint's.
+2. `before_instantiate_classes`: check those options against the checkpoint, make the run folder (one per job),
+   point every output and logger into it.
+3. `instantiate_trainer`: add the run's plugins and callbacks, and hold the loggers back until the command's loop
+   starts; `before_<subcommand>` checks the checkpoint fits.
+
+`main` removes the run folder a command made when the command fails before leaving a result in it.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -25,6 +27,7 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelSummary, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from pytorch_lightning.plugins.io import CheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -34,6 +37,7 @@ from gon_lightning.callbacks import (
     BestAndLastCheckpoint,
     CompactModelSummary,
     EpochLog,
+    HoldBackLoggers,
     ImagePanels,
     PredictionWriter,
     RunConfigCallback,
@@ -66,6 +70,7 @@ class GONLightningCLI(LightningCLI):
     run_dir: Path
     wandb_id: str | None = None
     wandb_settings: dict[str, Any] | None = None  # what runs.wandb_settings adds to wandb.init
+    logger_note: str | None = None  # where an offline W&B run logs, said when it starts
     checkpoint: dict[str, Any] | None = None  # the --ckpt_path file, loaded once to check it
     given_model: Namespace | None = None  # the model options the user gave (command line, --config), no defaults
 
@@ -108,6 +113,10 @@ class GONLightningCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         runs.honour_default_root_dir(config)
+        if subcommand == "fit" and not config.get("ckpt_path"):
+            config.ckpt_path = runs.requeued_checkpoint(config.runs_root, runs.run_name(config))
+            if config.ckpt_path and not runs.is_launched_rank():
+                print(f"SLURM job requeued: continuing from {config.ckpt_path}", file=sys.stderr, flush=True)
         if not subcommand or not config.get("ckpt_path"):
             return
         config.ckpt_path = runs.resolve_ckpt_path(config.ckpt_path, config.runs_root, runs.run_name(config))
@@ -129,7 +138,9 @@ class GONLightningCLI(LightningCLI):
         self.wandb_settings = runs.wandb_settings(self.subcommand, self.checkpoint)
         runs.fill_run_paths(config, self.run_dir)
         config.trainer.logger = runs.with_csv_beside_wandb(config.trainer.logger)
-        runs.configure_loggers(config.trainer.logger, self.run_dir, self.wandb_id, runs.run_name(config))
+        self.logger_note = runs.configure_loggers(
+            config.trainer.logger, self.run_dir, self.wandb_id, runs.run_name(config)
+        )
         self.save_config_kwargs = {
             **self.save_config_kwargs,
             "user_config": user_config,
@@ -142,7 +153,13 @@ class GONLightningCLI(LightningCLI):
         plugins = _as_list(config.trainer.get("plugins"))
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())
-        callbacks = _as_list(config.trainer.get("callbacks"))
+        if runs.slurm_detected() and not any(isinstance(p, ClusterEnvironment) for p in plugins):
+            # RunState requeues on SIGUSR1 after a checkpoint at a batch boundary (exact to resume), instead of
+            # Lightning's hpc checkpoint written wherever the signal finds the step
+            plugins.append(SLURMEnvironment(auto_requeue=False))
+        # no W&B run before the data is ready; first, so the others find the loggers in place at the start
+        held = HoldBackLoggers(note=self.logger_note)
+        callbacks = [held, *_as_list(config.trainer.get("callbacks"))]
         callbacks += [RunState(self.run_dir, self.wandb_id), TrainingClock(), SaveTestMetrics()]
         callbacks += [WandbRunSummary(), WorstReconstructions()]
         if config.trainer.get("enable_progress_bar") is not False and not any(
@@ -167,6 +184,7 @@ class GONLightningCLI(LightningCLI):
                 logger._wandb_init.pop("anonymous", None)
             if self.wandb_settings and logger._wandb_init.get("settings") is None:  # settings the user gave win
                 logger._wandb_init["settings"] = dict(self.wandb_settings)
+        held.hold(trainer)
         return trainer
 
     def _check_checkpoint(self) -> None:
@@ -213,44 +231,56 @@ def main(args: list[str] | None = None, run: bool = True) -> GONLightningCLI:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     # a resumed run writes into its own existing checkpoints folder: that is the point, not a hazard
     warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
+    runs.UnfinishedRun.forget()
     try:
-        if args is None or isinstance(args, list):
-            args = runs.resolve_config_names(sys.argv[1:] if args is None else args)
-        cli = GONLightningCLI(
-            ImageModel,
-            ImageDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            parser_class=GONArgumentParser,
-            seed_everything_default=0,
-            auto_configure_optimizers=False,
-            save_config_callback=RunConfigCallback,
-            save_config_kwargs={"overwrite": True},
-            trainer_defaults={
-                # GON-family evaluation takes gradients at the origin; inference mode forbids that
-                "inference_mode": False,
-                "logger": DEFAULT_LOGGER,
-            },
-            args=args,
-            run=run,
-        )
-        _finish_wandb()
-        return cli
+        try:
+            return _run(args, run)
+        except BaseException:
+            _finish_wandb(exit_code=1)  # (a later command in this process must not reuse it)
+            # whatever ended the command before it left a result: no run folder, no offline W&B run stays behind
+            runs.discard_unfinished_run()
+            raise
     except SIGTERMException as stop:
         sys.exit(runs.stopped_message(getattr(stop, "gon_lightning", None)))
     except Exception as error:
-        runs.discard_unused_run(os.environ.get(runs.RUN_DIR_ENV))
         cause = user_error_in(error)
         if cause is None:
             raise
         sys.exit(f"gon-lightning: error: {cause}")
 
 
-def _finish_wandb() -> None:
+def _run(args: Any, run: bool) -> GONLightningCLI:
+    if args is None or isinstance(args, list):
+        args = runs.resolve_config_names(sys.argv[1:] if args is None else args)
+    cli = GONLightningCLI(
+        ImageModel,
+        ImageDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        parser_class=GONArgumentParser,
+        seed_everything_default=0,
+        auto_configure_optimizers=False,
+        save_config_callback=RunConfigCallback,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            # GON-family evaluation takes gradients at the origin; inference mode forbids that
+            "inference_mode": False,
+            "logger": DEFAULT_LOGGER,
+        },
+        args=args,
+        run=run,
+    )
+    if run:
+        runs.keep_run()  # the command finished: what it left is its result
+    _finish_wandb()
+    return cli
+
+
+def _finish_wandb(exit_code: int | None = None) -> None:
     """Close the W&B run the command opened (so a later command in the same process starts cleanly)."""
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
+        wandb.finish(exit_code=exit_code)
 
 
 def console_main() -> None:

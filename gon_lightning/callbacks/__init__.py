@@ -6,7 +6,7 @@ from gon_lightning.callbacks.compile import CompileModules
 from gon_lightning.callbacks.images import ImagePanels, PredictionWriter, make_panels
 from gon_lightning.callbacks.performance import ChannelsLast
 from gon_lightning.callbacks.progress import EpochLog, TrainingClock
-from gon_lightning.callbacks.run_files import RunConfigCallback, SaveTestMetrics, WandbRunSummary
+from gon_lightning.callbacks.run_files import HoldBackLoggers, RunConfigCallback, SaveTestMetrics, WandbRunSummary
 from gon_lightning.callbacks.summary import CompactModelSummary
 from gon_lightning.callbacks.worst import WorstReconstructions
 
@@ -17,6 +17,7 @@ __all__ = [
     "CompactModelSummary",
     "CompileModules",
     "EpochLog",
+    "HoldBackLoggers",
     "ImagePanels",
     "PredictionWriter",
     "RunConfigCallback",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import tempfile
 import threading
 from pathlib import Path
@@ -15,9 +16,17 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from gon_lightning.runs import CHECKPOINT_FORMAT, CHECKPOINT_KEY, load_checkpoint_file
+from gon_lightning.runs import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_KEY,
+    keep_run,
+    load_checkpoint_file,
+    slurm_detected,
+    slurm_job_id,
+)
 
 
 def _umask() -> int:
@@ -92,9 +101,14 @@ class BestAndLastCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
+        last = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
+        # last.ckpt is the run's own: replaced, never a last-v1.ckpt beside it. Lightning versions the name when a
+        # last.ckpt exists that its restored state does not name, which is the case after a resume from a
+        # last.ckpt written on SIGTERM before the run's first epoch ended, or from a run folder that was moved:
+        # the next requeue would then continue from the stale last.ckpt
+        self.last_model_path = last
         if self.save_last != "link":
             return super()._save_last_checkpoint(trainer, monitor_candidates)
-        last = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
         saved = self._last_checkpoint_saved
         if (
             self._last_global_step_saved == trainer.global_step
@@ -105,6 +119,20 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         # nothing written at this step (or only last.ckpt): the state itself, once
         self.last_model_path = last
         self._save_checkpoint(trainer, last)
+
+
+def requeue_slurm_job() -> str:
+    """`scontrol requeue` this SLURM job, once its checkpoint is written: what happened, in words."""
+    job = slurm_job_id()
+    if job is None:
+        return "not requeued: not a SLURM job"
+    try:
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"requeueing SLURM job {job} failed ({type(error).__name__}: {error})"
+    if result.returncode != 0:
+        return f"requeueing SLURM job {job} failed: {(result.stderr or result.stdout).strip()}"
+    return f"SLURM job {job} requeued: its restart continues this run"
 
 
 def _rng_state() -> dict[str, Any]:
@@ -131,12 +159,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 class RunState(Callback):
-    """What an exact resume needs beyond Lightning's own state, and a checkpoint on SIGTERM / Ctrl-C.
+    """What an exact resume needs beyond Lightning's own state, and a checkpoint on SIGTERM / SIGUSR1 / Ctrl-C.
 
     - every checkpoint records the model class, the run folder and the W&B run id (so a resume continues the
       same run) and the random number generators (so the data order after a resume is the straight run's);
-    - SIGTERM, or a first Ctrl-C, stops training at the next batch boundary and writes `last.ckpt`; a second
-      Ctrl-C stops at once without saving (the previous checkpoint stays intact: writes are atomic).
+    - SIGTERM (a scheduler's time limit or preemption), or a first Ctrl-C, stops training at the next batch
+      boundary and writes `last.ckpt`; a second Ctrl-C stops at once without saving (the previous checkpoint
+      stays intact: writes are atomic);
+    - under SLURM, SIGUSR1 (`#SBATCH --signal=SIGUSR1@90`: the time limit is near) does the same and then
+      requeues the job (`scontrol requeue`), whose restart continues the run from that `last.ckpt`.
     """
 
     def __init__(self, run_dir: str | Path, wandb_id: str | None = None) -> None:
@@ -145,6 +176,7 @@ class RunState(Callback):
         self.interrupted: dict[str, Any] | None = None
         self._signal: str | None = None
         self._previous_sigint: Any = None
+        self._previous_sigusr1: Any = None
 
     @property
     def state_key(self) -> str:
@@ -158,12 +190,24 @@ class RunState(Callback):
             _set_rng_state(state_dict["rng"])
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        keep_run()  # the run folder now holds a checkpoint: a later failure leaves it as it is
         checkpoint[CHECKPOINT_KEY] = {
             "format": CHECKPOINT_FORMAT,
             "model": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
             "run_dir": self.run_dir,
             "wandb_id": self.wandb_id,
         }
+
+    # an evaluation's result: its metrics are logged (and, for test and predict, written) once its loop ends
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            keep_run()
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        keep_run()
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        keep_run()
 
     # interruption
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -178,12 +222,24 @@ class RunState(Callback):
             print("\nCtrl-C: stopping after this batch and saving a checkpoint (Ctrl-C again to stop at once)")
             trainer._signal_connector.received_sigterm = True
 
+        def on_requeue_signal(signum: int, frame: Any) -> None:
+            self._signal = "SIGUSR1"
+            print("SIGUSR1: stopping after this batch, saving a checkpoint and requeueing the SLURM job", flush=True)
+            trainer._signal_connector.received_sigterm = True
+
         self._previous_sigint = signal.signal(signal.SIGINT, on_sigint)
+        if slurm_detected():
+            self._previous_sigusr1 = signal.signal(signal.SIGUSR1, on_requeue_signal)
 
     def _restore_sigint(self) -> None:
-        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if self._previous_sigint is not None:
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None
+        if self._previous_sigusr1 is not None:
+            signal.signal(signal.SIGUSR1, self._previous_sigusr1)
+            self._previous_sigusr1 = None
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore_sigint()
@@ -197,4 +253,6 @@ class RunState(Callback):
         path = os.path.join(dirpath, "last.ckpt")
         trainer.save_checkpoint(path)
         self.interrupted = {"signal": self._signal or "SIGTERM", "checkpoint": path, "step": trainer.global_step}
+        if self._signal == "SIGUSR1" and trainer.is_global_zero:
+            self.interrupted["requeued"] = requeue_slurm_job()
         exception.gon_lightning = self.interrupted  # type: ignore[attr-defined]

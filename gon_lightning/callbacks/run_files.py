@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,59 @@ import yaml
 from jsonargparse import Namespace
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.cli import SaveConfigCallback
-from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
 
-class RunConfigCallback(SaveConfigCallback):
+class LoopStart(Callback):
+    """Calls `at_loop_start(trainer)` when the command's loop starts: training, or the evaluation (not fit's sanity
+    check), after the data was prepared, set up and loaded."""
+
+    def at_loop_start(self, trainer: pl.Trainer) -> None:
+        raise NotImplementedError
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.at_loop_start(trainer)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:  # not fit's sanity check: the training data is not loaded yet
+            self.at_loop_start(trainer)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.at_loop_start(trainer)
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.at_loop_start(trainer)
+
+
+class HoldBackLoggers(LoopStart):
+    """Keeps the loggers out of the trainer until the command's loop starts, so a command that fails before (a
+    dataset missing or corrupt, too few images for one batch) never opens a W&B run nor adds a CSV version:
+    Lightning starts every logger's run before the data is set up. `hold(trainer)` right after the trainer is
+    made; must be the first callback, so the others find the loggers in place at the loop's start."""
+
+    def __init__(self, note: str | None = None) -> None:
+        self.loggers: list[Logger] | None = None
+        self.note = note  # printed (rank 0) when the loggers start: where an offline W&B run logs
+
+    def hold(self, trainer: pl.Trainer) -> None:
+        if trainer.loggers:
+            self.loggers, trainer.loggers = trainer.loggers, []
+
+    def at_loop_start(self, trainer: pl.Trainer) -> None:
+        if self.loggers is not None:
+            trainer.loggers, self.loggers = self.loggers, None
+            if self.note and trainer.is_global_zero:
+                print(self.note, file=sys.stderr, flush=True)
+
+
+class RunConfigCallback(SaveConfigCallback, LoopStart):
     """Saves the config as the user gave it (no run-specific paths, no ckpt_path) into the run folder, and the
-    resolved config (with the run's folder and W&B id) into every logger's hyperparameters (W&B run config)."""
+    resolved config (with the run's folder and W&B id) into every logger's hyperparameters (W&B run config).
+
+    The loggers get it when the command's loop starts (see `HoldBackWandb`), not when the trainer is set up.
+    """
 
     def __init__(self, *args: Any, user_config: Namespace, run_dir: str, filename: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -27,6 +74,16 @@ class RunConfigCallback(SaveConfigCallback):
         self.filename = filename
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # the loggers get the config once (at_loop_start), not also Lightning's flat copy of the model's and data's
+        # arguments (with LightningCLI's `_instantiator`) beside the nested one
+        pl_module._log_hyperparams = False
+        if trainer.datamodule is not None:
+            trainer.datamodule._log_hyperparams = False
+
+    def at_loop_start(self, trainer: pl.Trainer) -> None:
+        """`config.yaml` (or `<subcommand>-config.yaml`) into the run folder, and the resolved config, without unset
+        (null) values, into every logger; once, on rank 0. At the loop's start, so that a command that fails before
+        leaves a resumed run's folder as it was."""
         if self.already_saved:
             return
         if trainer.is_global_zero:
@@ -36,16 +93,10 @@ class RunConfigCallback(SaveConfigCallback):
             self.parser.save(
                 self.user_config, path, skip_unset=False, skip_validation=True, overwrite=True, multifile=False
             )
-            # the loggers get the config without unset (null) values, and only once: not also Lightning's flat copy
-            # of the model's and data's arguments (with LightningCLI's `_instantiator`) beside the nested one
             resolved = yaml.safe_load(self.parser.dump(self.config, skip_unset=True, skip_validation=True))
             for logger in trainer.loggers:
                 logger.log_hyperparams({"config": resolved, "run_dir": self.run_dir})
-            pl_module._log_hyperparams = False
-            if trainer.datamodule is not None:
-                trainer.datamodule._log_hyperparams = False
-            self.already_saved = True
-        self.already_saved = trainer.strategy.broadcast(self.already_saved)
+        self.already_saved = True
 
 
 class WandbRunSummary(Callback):
@@ -59,7 +110,8 @@ class WandbRunSummary(Callback):
         return [logger.experiment for logger in trainer.loggers if isinstance(logger, WandbLogger)]
 
     @rank_zero_only
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # at the start of training, not of fit: the W&B run starts once the training data has loaded
         for run in self._runs(trainer):
             for name, best in self.BEST.items():
                 run.define_metric(name, step_metric="trainer/global_step", summary=f"{best},last")

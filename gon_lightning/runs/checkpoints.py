@@ -1,0 +1,117 @@
+"""Checkpoint rules: what `--ckpt_path` may name, safe loading, and whether a checkpoint fits the model given."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from jsonargparse import Namespace
+
+from gon_lightning.errors import UserError
+
+CHECKPOINT_KEY = "gon_lightning"  # what gon-lightning adds to every checkpoint it writes
+CHECKPOINT_FORMAT = 1
+# `--ckpt_path` values Lightning resolves itself (no file to check before the run)
+LIGHTNING_CKPT_PATHS = frozenset({"best", "hpc", "registry"})
+# model options that only change how a trained model is evaluated: given with --ckpt_path, they win over the
+# checkpoint's values; any other model option given must agree with the checkpoint (see keep_given_model_options)
+EVALUATION_OPTIONS = frozenset({"norm_eval", "eval_latent"})
+
+
+def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """torch.load with weights_only=True; a missing, corrupt, truncated or foreign file is a UserError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise UserError(
+            f"checkpoint {path} is corrupt, truncated or not a PyTorch checkpoint "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        ) from error
+    if (
+        not isinstance(checkpoint, dict)
+        or "state_dict" not in checkpoint
+        or "pytorch-lightning_version" not in checkpoint
+    ):
+        raise UserError(f"checkpoint {path} is not a Lightning checkpoint (no state_dict / pytorch-lightning_version)")
+    return checkpoint
+
+
+def check_model_checkpoint(path: str | Path, checkpoint: dict[str, Any], model: torch.nn.Module) -> None:
+    """Refuse a checkpoint of another model class or another architecture, naming the file."""
+    info = checkpoint.get(CHECKPOINT_KEY) or {}
+    saved = info.get("model")
+    here = f"{type(model).__module__}.{type(model).__qualname__}"
+    if saved and saved != here:
+        raise UserError(f"checkpoint {path} holds a {saved}, but the config builds a {here}")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
+    if expected != found:
+        missing = sorted(expected.keys() - found.keys())
+        extra = sorted(found.keys() - expected.keys())
+        shapes = [
+            f"{k}: {found[k]} != {expected[k]}" for k in expected.keys() & found.keys() if expected[k] != found[k]
+        ]
+        detail = "; ".join(
+            part
+            for part in (
+                f"missing {', '.join(missing[:4])}" if missing else "",
+                f"unexpected {', '.join(extra[:4])}" if extra else "",
+                f"shapes {', '.join(shapes[:4])}" if shapes else "",
+            )
+            if part
+        )
+        raise UserError(f"checkpoint {path} does not fit this model ({detail}); check the model options in the config")
+
+
+def resolve_ckpt_path(ckpt_path: str, runs_root: str | Path, name: str) -> str:
+    """`last`: the newest `last.ckpt` of runs called `name` under `runs_root` (never a silent fresh start); a file
+    path must exist; Lightning's own values (`best`, `hpc`, `registry`) pass unchanged."""
+    if ckpt_path == "last":
+        pattern = f"{name}-*/checkpoints/last.ckpt"
+        found = sorted(Path(runs_root).glob(pattern), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise UserError(f"--ckpt_path last: nothing matches {Path(runs_root) / pattern}")
+        return str(found[-1])
+    if ckpt_path not in LIGHTNING_CKPT_PATHS and not Path(ckpt_path).is_file():
+        raise UserError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+    return ckpt_path
+
+
+def _class_of(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def keep_given_model_options(given: Namespace | None, model: Namespace, ckpt_path: str) -> None:
+    """Never silently drop a model option given with --ckpt_path (LightningCLI replaces the model options by the
+    checkpoint's, `model`): an evaluation option given wins (written into `model`); any other given option that
+    differs is refused. `given` holds only what the user gave (command line, --config), no defaults."""
+    if given is None:
+        return
+    conflicts = []
+    if given.get("class_path") and _class_of(given.class_path) is not _class_of(model.class_path):
+        stored, wanted = (path.rsplit(".", 1)[-1] for path in (model.class_path, given.class_path))
+        conflicts.append(f"model: checkpoint {stored}, given {wanted}")
+    else:
+        for key, value in (given.get("init_args") or Namespace()).items():
+            stored = model.init_args.get(key)
+            if value == stored:
+                continue
+            if key in EVALUATION_OPTIONS:
+                model.init_args[key] = value
+            else:
+                conflicts.append(f"model.init_args.{key}: checkpoint {stored}, given {value}")
+    if conflicts:
+        run_config = Path(ckpt_path).parent.parent / "config.yaml"
+        where = f" (--config {run_config} has them all)" if run_config.is_file() else ""
+        raise UserError(
+            f"--ckpt_path {ckpt_path} does not hold the model given: {'; '.join(conflicts)}. These options "
+            "decide what the checkpoint's weights mean (or whether they load) and how its training goes on; only "
+            f"{', '.join(sorted(EVALUATION_OPTIONS))} may differ from the checkpoint. Drop them or give the "
+            f"checkpoint's values{where}."
+        )

@@ -1,0 +1,52 @@
+"""Config names: `--config NAME` for the packaged configs, the run name `<model>-<data>`, config file names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jsonargparse import Namespace
+
+from gon_lightning.errors import UserError
+
+PACKAGED_CONFIGS = Path(__file__).parent.parent / "configs"  # the repository's configs/, shipped inside the package
+
+
+def packaged_config(value: str) -> str:
+    """`--config NAME` (`vgon_cifar`, `ablations/gon_relu_mnist`) names a config shipped with the package, so the
+    published settings work from any directory; a file that exists at that path always wins."""
+    if Path(value).is_file():
+        return value
+    name = value.removeprefix("configs/")  # the repository's paths work outside a checkout too
+    path = PACKAGED_CONFIGS / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if path.is_file():
+        return str(path)
+    if not Path(value).suffix:  # a name, not a path: say which names exist
+        names = sorted(str(p.relative_to(PACKAGED_CONFIGS).with_suffix("")) for p in PACKAGED_CONFIGS.rglob("*.yaml"))
+        names = [name for name in names if not name.startswith("sweeps")]
+        raise UserError(f"--config {value}: no such file, and no packaged config of that name ({', '.join(names)})")
+    return value
+
+
+def resolve_config_names(args: list[str]) -> list[str]:
+    """The command line with every `--config NAME` resolved by `packaged_config`."""
+    resolved = list(args)
+    for i, arg in enumerate(resolved):
+        if arg in ("--config", "-c") and i + 1 < len(resolved):
+            resolved[i + 1] = packaged_config(resolved[i + 1])
+        elif arg.startswith("--config="):
+            resolved[i] = "--config=" + packaged_config(arg.removeprefix("--config="))
+    return resolved
+
+
+def short_name(class_path: str, suffix: str = "") -> str:
+    return class_path.rsplit(".", 1)[-1].removesuffix(suffix).lower()
+
+
+def run_name(config: Namespace) -> str:
+    """`<model>-<data>` (e.g. `vgon-cifar10`), the prefix of the config's run folders."""
+    return f"{short_name(config.model.class_path)}-{short_name(config.data.class_path, 'DataModule')}"
+
+
+def config_filename(subcommand: str | None) -> str:
+    """`config.yaml` for the training run; `test-config.yaml` etc. for later commands on the same run."""
+    return "config.yaml" if subcommand in (None, "fit") else f"{subcommand}-config.yaml"
