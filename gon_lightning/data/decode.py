@@ -103,8 +103,7 @@ def _to_mode(image: Image.Image, channels: int) -> Image.Image:
 def decode_file(path: str | Path, geometry: Geometry) -> np.ndarray:
     """One image file as a (C, S, S) uint8 array: EXIF orientation applied, mode converted, fitted, resized."""
     size = geometry.size
-    with warnings.catch_warnings(), Image.open(path) as image:
-        warnings.simplefilter("ignore")  # PIL's notes on odd metadata; a file that does not decode raises
+    with Image.open(path) as image:
         if image.format == "JPEG":
             factor = geometry.scale(*image.size)
             if factor < 0.5:  # draft keeps every side >= the requested one, so the crop keeps >= size pixels
@@ -145,6 +144,7 @@ _target: np.ndarray | None = None
 def _open_target(path: str) -> None:
     global _target
     _target = np.load(path, mmap_mode="r+")
+    warnings.simplefilter("ignore")  # PIL's notes on odd metadata; a file that does not decode raises
 
 
 def _decode_rows(task: tuple[int, Sequence[str], Geometry]) -> tuple[int, list[tuple[int, str]]]:
@@ -197,13 +197,15 @@ def decode_into(
     failed: dict[int, str] = {}
     with bar:
         if workers == 1 or len(paths) < PARALLEL_FROM:
-            for row, path in enumerate(paths):
-                array, error = decode_error(path, geometry)
-                if error is None:
-                    target[row] = array
-                else:
-                    failed[row] = error
-                bar.update()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for row, path in enumerate(paths):
+                    array, error = decode_error(path, geometry)
+                    if error is None:
+                        target[row] = array
+                    else:
+                        failed[row] = error
+                    bar.update()
             return failed
         if isinstance(target, np.memmap):
             target.flush()
@@ -212,10 +214,15 @@ def decode_into(
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         context = multiprocessing.get_context(method)
         tasks = ((start, names, geometry) for start, names in _chunks(paths, chunk))
-        with context.Pool(workers, initializer=_open_target, initargs=(str(target_path),)) as pool:
+        pool = context.Pool(workers, initializer=_open_target, initargs=(str(target_path),))
+        try:
             for count, chunk_failed in pool.imap_unordered(_decode_rows, tasks):
                 failed.update(chunk_failed)
                 bar.update(count)
+            pool.close()
+        finally:
+            pool.terminate()  # at once on an error or Ctrl-C; after close, only reaps the finished workers
+            pool.join()
     return failed
 
 
