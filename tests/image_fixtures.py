@@ -68,14 +68,14 @@ def write_image(path: Path, name: str) -> tuple[int, int, int]:
     return colour
 
 
-def exif_rotated_jpeg(path: Path, orientation: int = 6) -> None:
-    """A 40x20 JPEG, left half black and right half white, whose EXIF says to rotate it 90 degrees clockwise
-    (orientation 6): shown upright it is 20x40 with black on top."""
-    pixels = np.zeros((20, 40, 3), np.uint8)
-    pixels[:, 20:] = 255
+def exif_rotated_jpeg(path: Path, scale: int = 1) -> None:
+    """A 40x20 JPEG (times `scale`), left half black and right half white, whose EXIF says to rotate it 90 degrees
+    clockwise (orientation 6): shown upright it is 20x40 with black on top."""
+    pixels = np.zeros((20 * scale, 40 * scale, 3), np.uint8)
+    pixels[:, 20 * scale :] = 255
     image = Image.fromarray(pixels)
     exif = image.getexif()
-    exif[0x0112] = orientation
+    exif[0x0112] = 6
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, quality=95, exif=exif)
 

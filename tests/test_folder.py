@@ -40,10 +40,15 @@ def test_every_format_and_mode_decodes_to_its_colour(tmp_path, name, channels):
     assert np.abs(image.reshape(channels, -1).mean(1) - expected).max() <= tolerance, image[:, 0, 0]
 
 
-def test_exif_orientation_is_applied(tmp_path):
-    exif_rotated_jpeg(tmp_path / "rotated.jpg")  # stored 40x20 black|white, shown 20x40 black over white
-    image = decode_file(tmp_path / "rotated.jpg", Geometry(16, 1, fit="stretch"))[0].astype(int)
-    assert image[:6].mean() < 30 and image[-6:].mean() > 225
+@pytest.mark.parametrize("scale", [1, 10])  # 10: JPEG draft mode shrinks it while decoding
+@pytest.mark.parametrize("fit", ["stretch", "center"])
+def test_exif_orientation_is_applied(tmp_path, scale, fit):
+    exif_rotated_jpeg(tmp_path / "rotated.jpg", scale)  # stored 40x20 black|white, shown 20x40 black over white
+    image = decode_file(tmp_path / "rotated.jpg", Geometry(16, 1, fit=fit))[0].astype(int)
+    if fit == "stretch":
+        assert image[:6].mean() < 30 and image[-6:].mean() > 225
+    else:  # the centred square straddles the edge: black over white, left and right alike
+        assert image[:6].mean() < 30 and image[-6:].mean() > 225 and image[:, 0].tolist() == image[:, -1].tolist()
 
 
 @pytest.mark.parametrize(("fit", "expected"), [("center", 255), ("pad", 0), ("stretch", 255)])

@@ -104,14 +104,13 @@ def decode_file(path: str | Path, geometry: Geometry) -> np.ndarray:
     """One image file as a (C, S, S) uint8 array: EXIF orientation applied, mode converted, fitted, resized."""
     size = geometry.size
     with Image.open(path) as image:
-        if image.format == "JPEG":
-            factor = geometry.scale(*image.size)
-            if factor < 0.5:  # draft keeps every side >= the requested one, so the crop keeps >= size pixels
-                image.draft(
-                    "L" if geometry.channels == 1 else "RGB",
-                    (math.ceil(image.width * factor), math.ceil(image.height * factor)),
-                )
         orientation = image.getexif().get(ORIENTATION, 1)
+        shown = image.size if orientation < 5 else image.size[::-1]  # orientations 5-8 swap width and height
+        if image.format == "JPEG":
+            factor = geometry.scale(*shown)
+            if factor < 0.5:  # draft keeps every side >= the requested one, so the crop keeps >= size pixels
+                mode = "L" if geometry.channels == 1 else "RGB"
+                image.draft(mode, (math.ceil(image.width * factor), math.ceil(image.height * factor)))
         image.load()
         if orientation != 1:
             image = ImageOps.exif_transpose(image)
@@ -123,8 +122,11 @@ def decode_file(path: str | Path, geometry: Geometry) -> np.ndarray:
             resized = image.resize(inner, Image.Resampling.BILINEAR)
             image = Image.new(image.mode, (size, size))
             image.paste(resized, ((size - inner[0]) // 2, (size - inner[1]) // 2))
-        else:
-            image = image.resize((size, size), Image.Resampling.BILINEAR, box=geometry.box(width, height))
+        else:  # the box in the shown image's pixels, scaled to what draft decoded
+            left, top, right, bottom = geometry.box(*shown)
+            sx, sy = width / shown[0], height / shown[1]
+            box = (left * sx, top * sy, right * sx, bottom * sy)
+            image = image.resize((size, size), Image.Resampling.BILINEAR, box=box)
         array = np.asarray(image)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
