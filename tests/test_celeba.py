@@ -29,7 +29,7 @@ def test_official_partition_gives_train_valid_test(celeba_root):
     shapes = {name: tuple(images.shape) for name, images in data.splits.items()}
     assert shapes == {"train": (64, 3, 16, 16), "val": (8, 3, 16, 16), "test": (8, 3, 16, 16)}
     first_val = Path(celeba_root / "celeba/img_align_celeba/000065.jpg")  # line 65 of the partition: split 1
-    assert data.split_files()["val"][0][0] == first_val
+    assert data.split_files()["val"][0][0] == str(first_val)
     held_out = celeba(celeba_root, val_fraction=0.25)
     held_out.setup("fit")
     assert len(held_out.splits["val"]) == 16  # val_fraction holds out part of train instead

@@ -65,7 +65,7 @@ def test_listing_rules(tmp_path):
         write_image(tmp_path / "a" / "b" / name, name)
     non_images(tmp_path)
     non_images(tmp_path / "a")
-    found = {p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)}
+    found = {Path(p).as_posix() for p in list_images(tmp_path)}
     assert found == {f"a/b/{name}" for name in FORMATS}
 
 
@@ -75,7 +75,7 @@ def test_labels_split_and_shapes(image_folder_root, tmp_path):
     assert data.splits["train"].shape == (72, 3, 16, 16) and data.splits["test"].shape == (8, 3, 16, 16)
     files, labels = data.split_files()["train"]
     for path, label in zip(files, labels, strict=True):  # torchvision's ImageFolder: the first-level folder
-        assert label == ["cats", "dogs"].index(path.relative_to(image_folder_root).parts[0])
+        assert label == ["cats", "dogs"].index(Path(path).relative_to(image_folder_root).parts[0])
     assert torch.equal(data.labels["train"], torch.tensor(labels))
     again = folder_module(image_folder_root, tmp_path, image_size=8).split_files()
     assert again == data.split_files()  # the seeded split never moves
@@ -96,7 +96,7 @@ def test_train_and_test_subfolders_are_used_as_given(tmp_path):
     data = folder_module(root, tmp_path)
     files = data.split_files()
     assert [len(files[name][0]) for name in ("train", "test")] == [8, 4]
-    assert all(p.is_relative_to(root / "test") for p in files["test"][0])
+    assert all(Path(p).is_relative_to(root / "test") for p in files["test"][0])
     assert set(files["test"][1]) == {1, 2}  # classes shared by both splits: cats 0, dogs 1, zebras 2
     with pytest.raises(UserError, match="test_fraction"):
         folder_module(root, tmp_path, test_fraction=0.2).split_files()
@@ -125,7 +125,7 @@ def test_skip_broken_keeps_exactly_the_images_that_decode(image_folder_root, tmp
     assert len(warnings) == 1 and "skipped 3 of 83" in warnings[0]
     kept = 0
     for name, (files, _) in data.split_files().items():
-        good = [p for p in files if p not in broken]
+        good = [p for p in files if Path(p) not in broken]
         expected = np.stack([decode_file(p, data.geometry) for p in good])
         assert np.array_equal(data.splits["val" if name == "test" else name].numpy(), expected)
         kept += len(good)

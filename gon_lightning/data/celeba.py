@@ -93,11 +93,11 @@ class CelebADataModule(ImageDataModule):
         except (OSError, RuntimeError) as error:  # offline, Drive's quota, gdown missing, a checksum mismatch
             raise self._not_found(f"the download failed ({error})") from error
 
-    def split_files(self) -> dict[str, tuple[list[Path], list[int]]]:
+    def split_files(self) -> dict[str, tuple[list[str], list[int]]]:
         self.ensure_files()
         partition, images = self.data_dir / PARTITION, self.data_dir / IMAGES
         present = set(os.listdir(images))
-        splits: dict[str, tuple[list[Path], list[int]]] = {name: ([], []) for name in SPLITS.values()}
+        splits: dict[str, tuple[list[str], list[int]]] = {name: ([], []) for name in SPLITS.values()}
         missing = []
         for number, line in enumerate(partition.read_text().splitlines(), 1):
             fields = line.split()
@@ -108,7 +108,7 @@ class CelebADataModule(ImageDataModule):
             if fields[0] not in present:
                 missing.append(fields[0])
             files, labels = splits[SPLITS[fields[1]]]
-            files.append(images / fields[0])
+            files.append(os.path.join(images, fields[0]))
             labels.append(0)
         if missing:
             raise UserError(

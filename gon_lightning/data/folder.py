@@ -76,7 +76,7 @@ class ImageFolderDataModule(ImageDataModule):
         self.test_fraction = test_fraction
         self.skip_broken = skip_broken
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(self.root)
-        self._splits_files: dict[str, tuple[list[Path], list[int]]] | None = None
+        self._splits_files: dict[str, tuple[list[str], list[int]]] | None = None
         self._fingerprint: dict[str, Any] | None = None
         self._warned_skipped = False
 
@@ -96,35 +96,39 @@ class ImageFolderDataModule(ImageDataModule):
     def geometry(self) -> Geometry:
         return Geometry(self.image_size, self.channels, self.fit)
 
-    def split_files(self) -> dict[str, tuple[list[Path], list[int]]]:
-        """{split: (files, labels)}, listed once per DataModule (the fingerprint and the decode must agree)."""
+    def split_files(self) -> dict[str, tuple[list[str], list[int]]]:
+        """{split: (file paths, labels)}, listed once per DataModule (the fingerprint and the decode must agree)."""
         if self._splits_files is None:
             self._splits_files = self._list_splits()
         return self._splits_files
 
-    def _list_splits(self) -> dict[str, tuple[list[Path], list[int]]]:
+    def _list_splits(self) -> dict[str, tuple[list[str], list[int]]]:
         given = (self.root / "train").is_dir() and (self.root / "test").is_dir()
         if not given:
-            files = list_images(self.root, exclude=self.cache_dir)
-            if not files:
+            names = list_images(self.root, exclude=self.cache_dir)
+            if not names:
                 raise UserError(f"no image files under {self.root} (PNG, JPEG, WebP, BMP, TIFF, GIF); check data.root")
             fraction = 0.1 if self.test_fraction is None else self.test_fraction
-            order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
-            n_test = max(1, round(len(files) * fraction))
-            chosen = {"train": sorted(order[n_test:]), "test": sorted(order[:n_test])}
-            labels = _labels(self.root, files)
-            splits = {name: ([files[i] for i in rows], [labels[i] for i in rows]) for name, rows in chosen.items()}
+            order = torch.randperm(len(names), generator=torch.Generator().manual_seed(0)).tolist()
+            n_test = max(1, round(len(names) * fraction))
+            labels = _labels(names)
+            files = [os.path.join(self.root, name) for name in names]
+            splits = {
+                name: ([files[i] for i in rows], [labels[i] for i in rows])
+                for name, rows in (("train", sorted(order[n_test:])), ("test", sorted(order[:n_test])))
+            }
         else:
             if self.test_fraction is not None:
                 raise UserError(
                     f"{self.root} holds train/ and test/, which are used as given: drop {DATA}test_fraction"
                 )
             outside = [
-                path
+                entry / name
                 for entry in sorted(self.root.iterdir())
                 if entry.name not in SPLIT_FOLDERS
-                for path in ([entry] if entry.is_file() else list_images(entry, exclude=self.cache_dir))
-                if path.is_file() and is_image_name(path.name)
+                for name in (
+                    list_images(entry, exclude=self.cache_dir) if entry.is_dir() else [""] * is_image_name(entry.name)
+                )
             ]
             if outside:
                 raise UserError(
@@ -132,12 +136,12 @@ class ImageFolderDataModule(ImageDataModule):
                     f"{outside[0]}); move them into train/ or test/, or point data.root elsewhere"
                 )
             listed = {name: list_images(self.root / name) for name in SPLIT_FOLDERS if (self.root / name).is_dir()}
-            classes = sorted({folder for name, files in listed.items() for folder in _classes(self.root / name, files)})
+            classes = sorted({label for names in listed.values() for label in _classes(names)})
             splits = {}
-            for name, files in listed.items():
-                if not files:
-                    raise UserError(f"no image files under {self.root / name}; add some or remove the folder")
-                splits[name] = (files, _labels(self.root / name, files, classes))
+            for split, names in listed.items():
+                if not names:
+                    raise UserError(f"no image files under {self.root / split}; add some or remove the folder")
+                splits[split] = ([os.path.join(self.root, split, n) for n in names], _labels(names, classes))
         n_train = len(splits["train"][0])
         if n_train < self.batch_size:
             raise UserError(
@@ -152,14 +156,15 @@ class ImageFolderDataModule(ImageDataModule):
         return self._fingerprint
 
     def _stat_files(self) -> dict[str, Any]:
-        listing = hashlib.sha256()
+        """Each file's path (relative to root), label, size and modification time, hashed."""
+        prefix = len(os.path.join(self.root, ""))
+        lines = []
         for name, (files, labels) in sorted(self.split_files().items()):
             for path, label in zip(files, labels, strict=True):
-                stat = path.stat()
-                listing.update(
-                    f"{name}\t{path.relative_to(self.root)}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode()
-                )
-        return {"files": listing.hexdigest(), "channels": self.channels, "fit": self.fit}
+                stat = os.stat(path)
+                lines.append(f"{name}\t{path[prefix:]}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}\n")
+        listing = hashlib.sha256("".join(lines).encode()).hexdigest()
+        return {"files": listing, "channels": self.channels, "fit": self.fit}
 
     def decode(self):  # the abstract hook of small datasets; this one decodes straight into the cache
         raise NotImplementedError
@@ -175,10 +180,11 @@ class ImageFolderDataModule(ImageDataModule):
             self._warned_skipped = True
 
 
-def _classes(root: Path, files: list[Path]) -> set[str]:
-    return {parts[0] for parts in (f.relative_to(root).parts for f in files) if len(parts) > 1}
+def _classes(names: list[str]) -> set[str]:
+    return {name.split(os.sep, 1)[0] for name in names if os.sep in name}
 
 
-def _labels(root: Path, files: list[Path], classes: list[str] | None = None) -> list[int]:
-    index = {name: i for i, name in enumerate(sorted(_classes(root, files)) if classes is None else classes)}
-    return [index[parts[0]] if len(parts) > 1 else UNLABELLED for parts in (f.relative_to(root).parts for f in files)]
+def _labels(names: list[str], classes: list[str] | None = None) -> list[int]:
+    """torchvision's ImageFolder labels: the index of each relative path's first folder among `classes`."""
+    index = {name: i for i, name in enumerate(sorted(_classes(names)) if classes is None else classes)}
+    return [index[name.split(os.sep, 1)[0]] if os.sep in name else UNLABELLED for name in names]
