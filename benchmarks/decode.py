@@ -64,19 +64,22 @@ def torchvision_jpeg(path: Path, size: int, crop: int) -> np.ndarray:
     return resize(center_crop(image, [crop, crop]), [size, size], antialias=True).numpy()
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and its reaped children (the decode workers)."""
+def cpu_seconds() -> tuple[float, float]:
+    """CPU time of this process and of its reaped children (the decode workers)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
 def timed(label: str, count: int, work: Callable[[], object]) -> float:
     """Run `work` (on `count` images); print images per wall second and per CPU second (the second holds still
     when other jobs share the cores)."""
-    wall, cpu = time.perf_counter(), cpu_seconds()
+    wall, (own, workers) = time.perf_counter(), cpu_seconds()
     work()
-    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
-    print(f"  {label:<44} {count / wall:8,.0f} images/s {count / cpu:8,.0f} per CPU-second  ({wall:.2f} s)")
+    after = cpu_seconds()
+    wall, own, workers = time.perf_counter() - wall, after[0] - own, after[1] - workers
+    cpu = own + workers
+    split = f"; CPU {own:.2f} s here + {workers:.2f} s in workers" if workers else ""
+    print(f"  {label:<44} {count / wall:8,.0f} images/s {count / cpu:8,.0f} per CPU-second  ({wall:.2f} s{split})")
     return count / cpu
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +222,13 @@ def test_a_folder_trains_through_the_cli(image_folder_root, tmp_path):
     implicit = ["--model=ImplicitGON", "--model.init_args.widths=[16]", "--data=ImageFolderDataModule"]
     cli = main(["fit", *implicit, *common, "--data.image_size=64"])
     assert cli.model.image_shape == (3, 64, 64) and cli.trainer.global_step == 2
+
+
+@pytest.mark.slow
+def test_decode_benchmark_runs(tmp_path):
+    """benchmarks/decode.py end to end, small: every contender reports, the pool path included (>= 512 files)."""
+    command = [sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "decode.py"), "--images", "520"]
+    done = subprocess.run([*command, "--single", "20"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for label in ("PIL, full decode", "PIL, draft mode", "torchvision decode_jpeg", "CelebADataModule", "in workers"):
+        assert label in done.stdout
