@@ -52,6 +52,8 @@ def test_every_config_fits_and_tests(config: Path, request: pytest.FixtureReques
     if "ImplicitGON" not in settings["model"]["class_path"] and not conv_models_take(size):
         pytest.skip(f"the convolutional models on this branch refuse image_size {size}")
     root = str(data_root(config, request))
+    # one batch of 8 at 64 px and up: the step is what is checked, and 64 images of 64 px cost 4x a 32-px batch
+    smaller = ["--data.batch_size", "8"] if size > 32 else []
     for subcommand in ("fit", "test"):
         # no logger: this checks that every config builds and steps; loggers and panels have their own tests
         main(
@@ -65,6 +67,7 @@ def test_every_config_fits_and_tests(config: Path, request: pytest.FixtureReques
                 "true",
                 "--trainer.logger",
                 "false",
+                *smaller,
             ]
         )
 
