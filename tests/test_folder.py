@@ -232,3 +232,13 @@ def test_decode_benchmark_runs(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     for label in ("PIL, full decode", "PIL, draft mode", "torchvision decode_jpeg", "CelebADataModule", "in workers"):
         assert label in done.stdout
+
+
+def test_a_val_subfolder_is_the_validation_split(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    root = tmp_path / "given"
+    for split, count in (("train", 8), ("test", 3), ("val", 2)):
+        photo_folder(root / split, count)
+    data = folder_module(root, tmp_path)
+    data.setup("fit")
+    assert [len(data.splits[name]) for name in ("train", "val", "test")] == [8, 2, 3]
