@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from image_fixtures import skip_until_conv_models_take
 
 from gon_lightning.cli import GONLightningCLI, invoked_subcommand, main
-from gon_lightning.errors import UserError
-from gon_lightning.nn import conv
 from gon_lightning.parser import GONArgumentParser
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -31,26 +30,12 @@ def data_root(config: Path, request: pytest.FixtureRequest) -> Path:
     return request.getfixturevalue(DATA_FIXTURES[data_class])
 
 
-def conv_models_take(size: int) -> bool:
-    """False while the convolutional models are 32-px only (the 64/128-px configs then wait for them)."""
-    check = getattr(conv, "check_image_size", None)
-    if check is not None:
-        try:
-            check(size)
-        except UserError:
-            return False
-    return True
-
-
 RUN_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if "sweeps" not in p.parts)  # sweeps: test_usability
 
 
 @pytest.mark.parametrize("config", RUN_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_config_fits_and_tests(config: Path, request: pytest.FixtureRequest):
-    settings = yaml.safe_load(config.read_text())
-    size = settings["data"].get("init_args", {}).get("image_size", 32)
-    if "ImplicitGON" not in settings["model"]["class_path"] and not conv_models_take(size):
-        pytest.skip(f"the convolutional models on this branch refuse image_size {size}")
+    size = skip_until_conv_models_take(config)
     root = str(data_root(config, request))
     # one batch of 8 at 64 px and up: the step is what is checked, and 64 images of 64 px cost 4x a 32-px batch
     smaller = ["--data.batch_size", "8"] if size > 32 else []
