@@ -102,6 +102,8 @@ def test_train_and_test_subfolders_are_used_as_given(tmp_path):
     assert set(files["test"][1]) == {1, 2}  # classes shared by both splits: cats 0, dogs 1, zebras 2
     with pytest.raises(UserError, match="test_fraction"):
         folder_module(root, tmp_path, test_fraction=0.2).split_files()
+    non_images(root)  # hidden files and folders beside train/ and test/ are no strays
+    assert len(folder_module(root, tmp_path).split_files()["train"][0]) == 8
     (root / "stray.jpg").write_bytes(jpeg_bytes())
     with pytest.raises(UserError, match=r"1 images outside them .*stray\.jpg"):
         folder_module(root, tmp_path).split_files()

@@ -125,7 +125,7 @@ class ImageFolderDataModule(ImageDataModule):
             outside = [
                 entry / name
                 for entry in sorted(self.root.iterdir())
-                if entry.name not in SPLIT_FOLDERS
+                if entry.name not in SPLIT_FOLDERS and not entry.name.startswith(".")
                 for name in (
                     list_images(entry, exclude=self.cache_dir) if entry.is_dir() else [""] * is_image_name(entry.name)
                 )
