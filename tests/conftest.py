@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from image_fixtures import _celeba_files, _photo_files, celeba_root, image_folder_root  # noqa: F401 (fixtures)
 from torchvision import datasets
 from torchvision.io import encode_png
 

@@ -28,7 +28,15 @@ def test_every_concrete_class_is_a_choice():
         "VAE",
         "GenerativeOptimizationNetwork",
     }
-    assert len(DATAMODULES) == 5
+    assert {cls.__name__ for cls in DATAMODULES} == {
+        "MNIST5kDataModule",
+        "MNISTDataModule",
+        "FashionMNISTDataModule",
+        "CIFAR10DataModule",
+        "COIL20DataModule",
+        "CelebADataModule",
+        "ImageFolderDataModule",
+    }
 
 
 @pytest.mark.parametrize("cls", MODELS + DATAMODULES + CALLBACKS, ids=lambda cls: cls.__name__)
