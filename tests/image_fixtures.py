@@ -15,24 +15,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from gon_lightning.errors import UserError
-from gon_lightning.nn import conv
-
 CELEBA_SIZE = (178, 218)
 
 
-def skip_until_conv_models_take(config: Path) -> int:
-    """The config's image size; skips the test while the convolutional models refuse that size (they are 32-px
-    only until they grow: the 64/128-px configs wait for them, and run as soon as they take it)."""
+def config_image_size(config: Path) -> int:
+    """The image size a config asks of its DataModule (32 where it names none)."""
     settings = yaml.safe_load(config.read_text())
-    size = settings["data"].get("init_args", {}).get("image_size", 32)
-    check = getattr(conv, "check_image_size", None)
-    if "ImplicitGON" not in settings["model"]["class_path"] and check is not None:
-        try:
-            check(size)
-        except UserError:
-            pytest.skip(f"the convolutional models on this branch refuse image_size {size}")
-    return size
+    return settings["data"].get("init_args", {}).get("image_size", 32)
 
 
 def solid(mode: str, size: tuple[int, int], colour) -> Image.Image:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from image_fixtures import skip_until_conv_models_take
+from image_fixtures import config_image_size
 
 from gon_lightning.cli import GONLightningCLI, invoked_subcommand, main
 from gon_lightning.parser import GONArgumentParser
@@ -35,7 +35,7 @@ RUN_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if "sweeps" not in p.par
 
 @pytest.mark.parametrize("config", RUN_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_config_fits_and_tests(config: Path, request: pytest.FixtureRequest):
-    size = skip_until_conv_models_take(config)
+    size = config_image_size(config)
     root = str(data_root(config, request))
     # one batch of 8 at 64 px and up: the step is what is checked, and 64 images of 64 px cost 4x a 32-px batch
     smaller = ["--data.batch_size", "8"] if size > 32 else []

@@ -10,7 +10,6 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from image_fixtures import skip_until_conv_models_take
 from torch.utils.data import DataLoader
 
 from gon_lightning.cli import main
@@ -292,7 +291,6 @@ def test_detached_gon_checkpoint_round_trip(tmp_path: Path) -> None:
 # ---- configs -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("config", NEW_CONFIGS, ids=lambda p: p.stem)
 def test_config_instantiates(config: Path, tmp_path: Path) -> None:
-    skip_until_conv_models_take(config)
     cli = main(["--config", str(config), "--data.root", str(tmp_path), "--trainer.logger", "false"], run=False)
     assert isinstance(cli.model, OriginModel)
     assert cli.model.image_shape == cli.datamodule.dims
