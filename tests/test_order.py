@@ -121,17 +121,30 @@ def fit_args(root: Path, runs: Path, *extra: str) -> list[str]:
     return base_args(root, runs, "--trainer.max_epochs=2", "--trainer.limit_train_batches=1.0", *PROBES, *extra)
 
 
+def backend_args(backend: str, tmp_path: Path) -> list[str]:
+    """The mapped cache, or litdata's streaming backend from a folder written once (each run writes its own
+    folder: the resumed run reads the one its first run wrote)."""
+    if backend == "mapped":
+        return []
+    pytest.importorskip("litdata")
+    return [f"--data.init_args.stream={tmp_path / 'stream'}"]
+
+
+BACKENDS = pytest.mark.parametrize("backend", ["mapped", "streaming"])
+
+
 @pytest.mark.equality
-def test_mid_epoch_resume_continues_the_exact_order(mnist_root: Path, tmp_path: Path, monkeypatch):
+@BACKENDS
+def test_mid_epoch_resume_continues_the_exact_order(backend: str, mnist_root: Path, tmp_path: Path, monkeypatch):
     straight, split = tmp_path / "straight", tmp_path / "split"
     for out in (straight, split):
         out.mkdir()
     monkeypatch.setenv("ORDER_OUT", str(straight))
-    main(fit_args(mnist_root, straight / "runs"))
+    main(fit_args(mnist_root, straight / "runs", *backend_args(backend, straight)))
     monkeypatch.setenv("ORDER_OUT", str(split))
     monkeypatch.setenv("STOP_AT_STEP", "20")  # the 5th batch of the second epoch
     with pytest.raises(SystemExit):
-        main(fit_args(mnist_root, split / "runs"))
+        main(fit_args(mnist_root, split / "runs", *backend_args(backend, split)))
     run = only_run(split / "runs")
     last = run / "checkpoints" / "last.ckpt"
     assert load_checkpoint_file(last)["global_step"] == 20
@@ -168,11 +181,12 @@ def run_ddp(out: Path, *extra: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.equality
 @pytest.mark.slow
-def test_ddp_epochs_see_every_image_once_and_resume_mid_epoch_exactly(mnist_root: Path, tmp_path: Path):
+@BACKENDS
+def test_ddp_epochs_see_every_image_once_and_resume_mid_epoch_exactly(backend: str, mnist_root: Path, tmp_path: Path):
     """2 CPU ranks (gloo) x 8 batches of 16 per epoch: per epoch the two ranks' images are the training set once;
     stopped in the middle of the second epoch and resumed, each rank sees the batches, and the model ends with
     the weights, of the straight run."""
-    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2"]
+    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", *backend_args(backend, tmp_path)]
     straight, split = tmp_path / "straight", tmp_path / "split"
     for out in (straight, split):
         out.mkdir()

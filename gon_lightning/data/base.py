@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2.functional import resize
 
+from gon_lightning.data import streaming
 from gon_lightning.data.cache import CacheWriter, Split, cache_writer, read_cache
 from gon_lightning.data.sampler import EpochSampler
 from gon_lightning.errors import DATA, UserError, positive_int, require
@@ -114,6 +115,10 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         cache_per_node: build the decoded cache once per node (local rank 0 while the node's other ranks wait),
             for a `root` on each node's own disk. False builds it once per job (global rank 0), for a `root` on
             a file system every node sees.
+        stream: serve every split with litdata's streaming backend (`streaming.py`; the `streaming` extra) from
+            this folder or object-store URL (s3://...) instead of mapping the decoded cache. A local folder
+            that holds no split yet is written once from the decoded cache; a URL must have been written
+            beforehand (the same command with a local folder, then copied up).
     """
 
     folder: ClassVar[str]
@@ -129,6 +134,7 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         download: bool = True,
         device_resident: bool = True,
         cache_per_node: bool = True,
+        stream: str | None = None,
     ) -> None:
         super().__init__()
         positive_int(DATA + "batch_size", batch_size)
@@ -143,6 +149,13 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         self.seed = seed
         self.download = download
         self.device_resident = device_resident
+        if stream is not None and val_fraction > 0:
+            raise UserError(
+                f"{DATA}val_fraction holds out rows of the mapped cache; with {DATA}stream the splits are streamed "
+                "as written: leave val_fraction at 0"
+            )
+        self.stream = stream
+        self.stream_splits: list[str] = []
         self.prepare_data_per_node = cache_per_node  # Lightning's switch: who runs prepare_data, others wait
         self.datasets: dict[str, InMemoryImages] = {}
         self.train_sampler: EpochSampler | None = None
@@ -190,14 +203,26 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         return read_cache(self.cache_path, self.dims, self.cache_fingerprint())
 
     def prepare_data(self) -> None:
-        if self._read_cache() is not None:
-            return
-        with cache_writer(self.cache_path, self.dims) as writer:
-            self.write_cache(writer)
-            writer.commit(self.cache_fingerprint())
-        rank_zero_info(f"Cached decoded images in {self.cache_path}")
+        if self.stream is not None and (streaming.is_remote(self.stream) or streaming.written_splits(self.stream)):
+            return  # streamed as written: nothing is decoded here
+        cache = self._read_cache()
+        if cache is None:
+            with cache_writer(self.cache_path, self.dims) as writer:
+                self.write_cache(writer)
+                writer.commit(self.cache_fingerprint())
+            rank_zero_info(f"Cached decoded images in {self.cache_path}")
+            cache = self._read_cache()
+            assert cache is not None
+        if self.stream is not None:
+            counts = {name: len(images) for name, (images, _) in cache.items()}
+            streaming.write_stream(self.cache_path, counts, self.stream)
+            rank_zero_info(f"Wrote the decoded images as litdata chunks to {self.stream}")
 
     def setup(self, stage: str | None = None) -> None:
+        if self.stream is not None:
+            streaming.litdata()  # installed, or a clear error now
+            self.stream_splits = streaming.written_splits(self.stream) or ["test", "train"]
+            return
         if self.datasets:
             return
         cache = self._read_cache()
@@ -241,11 +266,26 @@ class ImageDataModule(pl.LightningDataModule, ABC):
             collate_fn=keep_batch,
         )
 
+    def _shared_seed(self) -> int:
+        """Lightning's seed (`seed_everything`, as its DistributedSampler uses), rank 0's under DDP."""
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        trainer = self.trainer
+        return trainer.strategy.broadcast(seed) if trainer is not None and trainer.world_size > 1 else seed
+
+    def _stream_loader(self, split: str, train: bool = False) -> Any:
+        trainer = self.trainer
+        count = None
+        if train and trainer is not None:
+            count = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.ready  # noqa: E731
+        return streaming.loader(self.stream, split, self.batch_size, train, self._shared_seed(), count)
+
     def train_dataloader(self) -> DataLoader:
+        if self.stream is not None:
+            return self._stream_loader("train", train=True)
         trainer, size = self.trainer, len(self.datasets["train"])
         if trainer is not None and trainer.world_size > 1:
-            # every rank must shard the same permutation: rank 0's seed (Lightning's, as its DistributedSampler)
-            seed = trainer.strategy.broadcast(int(os.environ.get("PL_GLOBAL_SEED", 0)))
+            # every rank must shard the same permutation: rank 0's seed
+            seed = self._shared_seed()
             self.train_sampler = EpochSampler(size, trainer.world_size, trainer.global_rank, seed)
         else:
             self.train_sampler = EpochSampler(size)
@@ -261,13 +301,15 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         return self._loader("train", self.train_sampler)
 
     def val_dataloader(self) -> DataLoader:
+        if self.stream is not None:
+            return self._stream_loader("val" if "val" in self.stream_splits else "test")
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self._stream_loader("test") if self.stream is not None else self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self.test_dataloader()
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in every checkpoint: where the training epoch stands, when one is under way."""

@@ -1,0 +1,130 @@
+"""The streaming backend: the decoded splits as litdata chunks, read with litdata's StreamingDataset.
+
+For clusters whose data lives in an object store or on a shared file system that is slow at random reads: each
+split is written once (`litdata.optimize`, from the decoded cache) as chunks of about 64 MB under
+`<stream>/<split>/`, and training reads whole chunks (downloading them to a local cache when `stream` is remote)
+instead of faulting pages of a mapped file in at random. Installed by the `streaming` extra
+(`pip install "gon-lightning[streaming]"`).
+
+What litdata does differently from the mapped cache, and how it is met here:
+- it reads the rank and world size when the dataset is constructed, so the datasets are built in the
+  `*_dataloader` hooks, after the process group exists (built earlier, every rank would stream everything);
+- under DDP it drops the last samples so every rank gets as many (it forces `drop_last`);
+- its shuffle is seeded (`seed`, changed per epoch), not drawn from torch's generator, so one process does not
+  follow `DataLoader(shuffle=True)`'s order as the mapped backend does;
+- its `StreamingDataLoader` is stateful and Lightning saves and restores it in checkpoints, but it counts the
+  samples it has handed out, and Lightning fetches a batch ahead of the one it trains on: resumed on that
+  count, the epoch would skip a batch. `TrainedCountLoader` saves the Trainer's count instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gon_lightning.errors import UserError
+
+CHUNK_BYTES = "64MB"
+ROWS_PER_INPUT = 4096  # images per optimize() input: few inputs, each a run of rows
+
+
+def litdata():
+    try:
+        import litdata
+    except ImportError as error:
+        raise UserError(
+            'data.stream needs the litdata package: pip install "gon-lightning[streaming]" (or pip install litdata)'
+        ) from error
+    return litdata
+
+
+def is_remote(stream: str) -> bool:
+    return "://" in stream
+
+
+def split_dir(stream: str, split: str) -> str:
+    return f"{stream.rstrip('/')}/{split}"
+
+
+def written_splits(stream: str) -> list[str] | None:
+    """The splits written under a local `stream` (each folder with litdata's index.json), None when there are none.
+    A remote stream is taken to hold train and test (and val when it has one), written beforehand."""
+    if is_remote(stream):
+        return None
+    root = Path(stream)
+    found = sorted(p.parent.name for p in root.glob("*/index.json")) if root.is_dir() else []
+    return found or None
+
+
+class _Rows:
+    """optimize()'s function: the samples of rows [start, stop) of a cached split (opened in the worker)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, rows: tuple[int, int]) -> Iterator[dict[str, Any]]:
+        images = np.load(self.path, mmap_mode="r")
+        for index in range(*rows):
+            yield {"index": index, "image": np.ascontiguousarray(images[index])}
+
+
+def write_stream(cache_path: Path, splits: dict[str, int], stream: str) -> None:
+    """Write every cached split (its .npy file under `cache_path`, `splits[name]` images) as litdata chunks."""
+    optimize = litdata().optimize
+    for name, count in splits.items():
+        inputs = [(start, min(start + ROWS_PER_INPUT, count)) for start in range(0, count, ROWS_PER_INPUT)]
+        optimize(
+            fn=_Rows(cache_path / f"{name}.npy"),
+            inputs=inputs,
+            output_dir=split_dir(stream, name),
+            chunk_bytes=CHUNK_BYTES,
+            num_workers=1,
+            keep_data_ordered=True,  # samples in row order: index i is row i
+            mode="overwrite",
+            verbose=False,
+        )
+
+
+def stack_images(samples: list[dict[str, Any]]) -> Tensor:
+    """A batch of samples -> (B, C, H, W) uint8, as the mapped backend serves."""
+    return torch.from_numpy(np.stack([sample["image"] for sample in samples]))
+
+
+def loader(
+    stream: str,
+    split: str,
+    batch_size: int,
+    train: bool,
+    seed: int,
+    batches_trained: Callable[[], int] | None = None,
+) -> Any:
+    """A StreamingDataLoader of one split (build it once the process group exists)."""
+    lit = litdata()
+    dataset = lit.StreamingDataset(split_dir(stream, split), shuffle=train, drop_last=train, seed=seed)
+    cls = _trained_count_loader(lit.StreamingDataLoader) if batches_trained is not None else lit.StreamingDataLoader
+    kwargs = {"batches_trained": batches_trained} if batches_trained is not None else {}
+    return cls(dataset, batch_size=batch_size, collate_fn=stack_images, drop_last=train, **kwargs)
+
+
+def _trained_count_loader(base: type) -> type:
+    class TrainedCountLoader(base):
+        """A StreamingDataLoader whose saved position is the batches the Trainer has trained on this epoch."""
+
+        def __init__(self, *args: Any, batches_trained: Callable[[], int], **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.batches_trained = batches_trained
+
+        def state_dict(self) -> dict[str, Any]:
+            handed_out = self._num_samples_yielded_streaming
+            self._num_samples_yielded_streaming = min(handed_out, self.batches_trained() * self.batch_size)
+            try:
+                return super().state_dict()
+            finally:
+                self._num_samples_yielded_streaming = handed_out
+
+    return TrainedCountLoader
