@@ -8,12 +8,14 @@ float as the training step does, in a fresh process per contender:
     warm            no limit, the file already in the page cache: what every epoch after the first costs when
                     the dataset fits in memory
     cold            no limit, the file dropped from the page cache first: the first epoch
+    cold-random     the same with `madvise(MADV_RANDOM)` on the mapping (below)
     limited         the process in a memory cgroup (cgroup v1 `memory.limit_in_bytes`, or v2 `memory.max`)
                     allowing `--page-cache-mb` beyond what the process itself holds when it starts serving: the
                     page cache of the file is charged to the cgroup, so most batches fault their pages in from
                     disk, every epoch (the file is dropped from the page cache first)
     limited-random  the same with `madvise(MADV_RANDOM)` on the mapping: a fault reads its own page, not the
                     kernel's read-around window (128 KiB by default) of which a random batch uses one image
+                    (what `cache.read_cache` does when the decoded images exceed the memory available)
 
 Contenders run in turn for `--rounds` rounds of `--batches` batches each; the figure is the median. Needs root for
 the cgroup (it creates a child of this process's memory cgroup and removes it afterwards). Run from the
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import mmap
 import os
 import statistics
 import subprocess
@@ -36,7 +37,7 @@ from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent
 REPO = BENCHMARKS.parent
-CONTENDERS = ("warm", "cold", "limited", "limited-random")
+CONTENDERS = ("warm", "cold", "cold-random", "limited", "limited-random")
 
 
 def memory_cgroup() -> Path:
@@ -72,11 +73,11 @@ def drop_from_page_cache(path: Path) -> None:
 
 def serve(args: argparse.Namespace) -> None:
     """The child: join the cgroup, map the split, time `--batches` batches."""
-    import numpy as np
     import torch
     from torch.utils.data import DataLoader
 
     from gon_lightning.data.base import InMemoryImages, keep_batch
+    from gon_lightning.data.cache import map_npy
     from gon_lightning.data.sampler import EpochSampler
 
     torch.set_num_threads(1)
@@ -84,10 +85,7 @@ def serve(args: argparse.Namespace) -> None:
         group = Path(args.cgroup)
         (group / "cgroup.procs").write_text(str(os.getpid()))
         set_limit(group, usage(group) + args.page_cache_mb * 2**20)  # what this process holds, plus the cache
-    array = np.load(args.split, mmap_mode="c")
-    if args.advice == "random":
-        array._mmap.madvise(mmap.MADV_RANDOM)
-    images = torch.from_numpy(array)
+    images = torch.from_numpy(map_npy(Path(args.split), random_access=args.advice == "random"))
     loader = DataLoader(
         InMemoryImages(images), batch_size=args.batch_size, sampler=EpochSampler(len(images)), collate_fn=keep_batch
     )
@@ -111,7 +109,7 @@ def run_contender(args: argparse.Namespace, contender: str, split: Path, group: 
         f"--batches={args.batches}",
         f"--batch-size={args.batch_size}",
         f"--page-cache-mb={args.page_cache_mb}",
-        f"--advice={'random' if contender == 'limited-random' else 'normal'}",
+        f"--advice={'random' if contender.endswith('-random') else 'normal'}",
     ]
     if contender.startswith("limited"):
         command.append(f"--cgroup={group}")

@@ -273,11 +273,7 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         return trainer.strategy.broadcast(seed) if trainer is not None and trainer.world_size > 1 else seed
 
     def _stream_loader(self, split: str, train: bool = False) -> Any:
-        trainer = self.trainer
-        count = None
-        if train and trainer is not None:
-            count = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.ready  # noqa: E731
-        return streaming.loader(self.stream, split, self.batch_size, train, self._shared_seed(), count)
+        return streaming.loader(self.stream, split, self.batch_size, train, self._shared_seed())
 
     def train_dataloader(self) -> DataLoader:
         if self.stream is not None:
@@ -316,8 +312,7 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         sampler, trainer = self.train_sampler, self.trainer
         if sampler is None or trainer is None:
             return {}
-        # the Trainer's own count of training batches taken this epoch: the one it resumes its loop from (the
-        # DataLoader has already fetched a batch further ahead)
+        # the Trainer's own count of training batches taken this epoch: the one it resumes its loop from
         batches = trainer.fit_loop.epoch_loop.batch_progress.current.ready
         state = sampler.state(batches * self.batch_size)
         return {} if state is None else {"train_order": state}
