@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -211,3 +212,20 @@ def test_ddp_epochs_see_every_image_once_and_resume_mid_epoch_exactly(backend: s
         seen = Counter(h for rank in (0, 1) for e, batch in read_order(straight, rank) if e == epoch for h in batch)
         assert seen == images
     assert_same_weights(only_run(straight / "runs") / "checkpoints" / "last.ckpt", last)
+
+
+def test_a_rank_that_finds_no_cache_after_rank_0_built_it_says_why(tmp_path):
+    """With cache_per_node false only global rank 0 builds the cache: a node that cannot see it stops."""
+    dm = MNISTDataModule(root=tmp_path, download=False, cache_per_node=False)
+    dm.trainer = SimpleNamespace(world_size=2)
+    with pytest.raises(UserError, match=r"gon_lightning_32px is missing on this node.*cache_per_node false"):
+        dm.setup("fit")
+
+
+def test_stream_refuses_a_held_out_split_and_names_the_extra(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match=r"val_fraction .*stream"):
+        MNISTDataModule(root=tmp_path, stream=str(tmp_path / "stream"), val_fraction=0.1)
+    monkeypatch.setitem(sys.modules, "litdata", None)  # not installed
+    dm = MNISTDataModule(root=tmp_path, stream=str(tmp_path / "stream"))
+    with pytest.raises(UserError, match=r"litdata.*gon-lightning\[streaming\]"):
+        dm.setup("fit")
