@@ -44,9 +44,9 @@ def main() -> None:
     parser.add_argument("a", type=Path, help="checkout A (the baseline)")
     parser.add_argument("b", type=Path, help="checkout B")
     parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("options", nargs=argparse.REMAINDER, help="-- then throughput.py's options")
-    args = parser.parse_args()
-    options = [o for o in args.options if o != "--"]
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)  # after "--": throughput.py's options
+    args, options = parser.parse_args(argv[:cut]), argv[cut + 1 :]
     data = Path(tempfile.mkdtemp(prefix="gon-ab-"))
     results: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
     for pair in range(args.pairs):
