@@ -131,7 +131,8 @@ def backend_args(backend: str, tmp_path: Path) -> list[str]:
     return [f"--data.init_args.stream={tmp_path / 'stream'}"]
 
 
-BACKENDS = pytest.mark.parametrize("backend", ["mapped", "streaming"])
+# litdata writes its chunks in worker processes: about a minute per streamed run on 2 cores
+BACKENDS = pytest.mark.parametrize("backend", ["mapped", pytest.param("streaming", marks=pytest.mark.slow)])
 
 
 @pytest.mark.equality
