@@ -230,3 +230,14 @@ def test_stream_refuses_a_held_out_split_and_names_the_extra(tmp_path, monkeypat
     dm = MNISTDataModule(root=tmp_path, stream=str(tmp_path / "stream"))
     with pytest.raises(UserError, match=r"litdata.*gon-lightning\[streaming\]"):
         dm.setup("fit")
+
+
+def test_a_stream_written_for_other_images_is_refused(tmp_path):
+    stream = tmp_path / "stream"
+    stream.mkdir()
+    (stream / "gon_lightning.json").write_text('{"dims": [1, 64, 64], "fingerprint": {}, "splits": ["test", "train"]}')
+    dm = MNISTDataModule(root=tmp_path, stream=str(stream))
+    with pytest.raises(UserError, match=r"stream .* holds \(1, 64, 64\) images .*this one is \(1, 32, 32\)"):
+        dm.prepare_data()
+    (stream / "gon_lightning.json").write_text('{"dims": [1, 32, 32], "fingerprint": {}, "splits": ["test", "train"]}')
+    dm.prepare_data()  # written for these images: nothing to decode (the raw files are not even there)

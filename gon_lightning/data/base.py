@@ -10,6 +10,7 @@ fresh permutation every epoch, sharded by rank under DDP, that a checkpoint writ
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from abc import ABC, abstractmethod
@@ -203,7 +204,7 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         return read_cache(self.cache_path, self.dims, self.cache_fingerprint())
 
     def prepare_data(self) -> None:
-        if self.stream is not None and (streaming.is_remote(self.stream) or streaming.written_splits(self.stream)):
+        if self.stream is not None and (streaming.is_remote(self.stream) or self._streamed_splits()):
             return  # streamed as written: nothing is decoded here
         cache = self._read_cache()
         if cache is None:
@@ -215,13 +216,26 @@ class ImageDataModule(pl.LightningDataModule, ABC):
             assert cache is not None
         if self.stream is not None:
             counts = {name: len(images) for name, (images, _) in cache.items()}
-            streaming.write_stream(self.cache_path, counts, self.stream)
+            meta = {"dims": list(self.dims), "fingerprint": self.cache_fingerprint()}
+            streaming.write_stream(self.cache_path, counts, self.stream, json.loads(json.dumps(meta)))
             rank_zero_info(f"Wrote the decoded images as litdata chunks to {self.stream}")
+
+    def _streamed_splits(self) -> list[str] | None:
+        """The splits a local `stream` holds, None when it holds none; one written for other images is refused."""
+        meta = streaming.written(self.stream)
+        if meta is None:
+            return None
+        if meta["dims"] != list(self.dims) or meta["fingerprint"] != json.loads(json.dumps(self.cache_fingerprint())):
+            raise UserError(
+                f"{DATA}stream {self.stream} holds {tuple(meta['dims'])} images of another dataset or size "
+                f"(this one is {self.dims}): give each dataset and image size its own folder, or delete it"
+            )
+        return meta["splits"]
 
     def setup(self, stage: str | None = None) -> None:
         if self.stream is not None:
             streaming.litdata()  # installed, or a clear error now
-            self.stream_splits = streaming.written_splits(self.stream) or ["test", "train"]
+            self.stream_splits = self._streamed_splits() or ["test", "train"]
             return
         if self.datasets:
             return

@@ -20,6 +20,7 @@ What litdata does differently from the mapped cache, and how it is met here:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from torch import Tensor
 from gon_lightning.errors import UserError
 
 CHUNK_BYTES = "64MB"
+META = "gon_lightning.json"
 ROWS_PER_INPUT = 4096  # images per optimize() input: few inputs, each a run of rows
 
 
@@ -52,14 +54,10 @@ def split_dir(stream: str, split: str) -> str:
     return f"{stream.rstrip('/')}/{split}"
 
 
-def written_splits(stream: str) -> list[str] | None:
-    """The splits written under a local `stream` (each folder with litdata's index.json), None when there are none.
-    A remote stream is taken to hold train and test (and val when it has one), written beforehand."""
-    if is_remote(stream):
-        return None
-    root = Path(stream)
-    found = sorted(p.parent.name for p in root.glob("*/index.json")) if root.is_dir() else []
-    return found or None
+def written(stream: str) -> dict[str, Any] | None:
+    """What a local `stream` holds ({"dims", "fingerprint", "splits"}, written once every split is), else None."""
+    meta = Path(stream) / META
+    return None if is_remote(stream) or not meta.is_file() else json.loads(meta.read_text())
 
 
 class _Rows:
@@ -74,8 +72,9 @@ class _Rows:
             yield {"index": index, "image": np.ascontiguousarray(images[index])}
 
 
-def write_stream(cache_path: Path, splits: dict[str, int], stream: str) -> None:
-    """Write every cached split (its .npy file under `cache_path`, `splits[name]` images) as litdata chunks."""
+def write_stream(cache_path: Path, splits: dict[str, int], stream: str, meta: dict[str, Any]) -> None:
+    """Write every cached split (its .npy file under `cache_path`, `splits[name]` images) as litdata chunks to a
+    local `stream`, then `meta` (what the cache holds) beside them."""
     optimize = litdata().optimize
     for name, count in splits.items():
         inputs = [(start, min(start + ROWS_PER_INPUT, count)) for start in range(0, count, ROWS_PER_INPUT)]
@@ -89,6 +88,7 @@ def write_stream(cache_path: Path, splits: dict[str, int], stream: str) -> None:
             mode="overwrite",
             verbose=False,
         )
+    (Path(stream) / META).write_text(json.dumps({**meta, "splits": sorted(splits)}, indent=1))
 
 
 def stack_images(samples: list[dict[str, Any]]) -> Tensor:
