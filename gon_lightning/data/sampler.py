@@ -1,0 +1,90 @@
+"""The training order: a fresh permutation every epoch, sharded by rank, that a resumed epoch continues.
+
+One process draws each epoch's permutation from a seed taken from torch's global generator at the epoch's first
+batch, exactly as `DataLoader(shuffle=True)` does (so the same `--seed_everything` gives the published loop's
+order, and checkpoints, which store the generators, resume it). Under DDP every rank must hold the same
+permutation without talking to the others, so it is seeded with `seed + epoch` as Lightning's DistributedSampler
+does; rank r takes places r, r + W, r + 2W, ... of it, and the last `n % W` are left out rather than padded with
+repeats, so every sample is seen at most once per epoch across ranks.
+
+Lightning restores its loop counters from a checkpoint written mid-epoch but starts the DataLoader afresh (and
+only warns): the rest of the epoch would replay its first batches. `state` and `resume` carry the epoch's seed
+and how far it got, so the resumed epoch gathers exactly the batches the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DistributedSampler
+
+from gon_lightning.errors import UserError
+
+
+class EpochSampler(DistributedSampler):
+    """Indices of this rank's share of each epoch's permutation of `size` samples.
+
+    A DistributedSampler subclass only so that Lightning leaves it in place under DDP (it injects its own
+    DistributedSampler into loaders that have none); the parent's constructor, which wants a dataset and a
+    process group, is not called.
+
+    Args:
+        size: number of samples.
+        num_replicas: number of ranks (DDP world size).
+        rank: this process's rank.
+        seed: None in one process (each epoch's seed comes from the global generator); under DDP the seed every
+            rank shares.
+    """
+
+    def __init__(self, size: int, num_replicas: int = 1, rank: int = 0, seed: int | None = None) -> None:
+        if num_replicas > 1 and seed is None:
+            raise ValueError("ranks must share a seed: with seed None each would draw its own permutation")
+        self.size = size
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.seed = seed
+        self.shuffle = True
+        self.drop_last = True
+        self.num_samples = size // num_replicas
+        self.total_size = self.num_samples * num_replicas
+        self.epoch = 0
+        self.epoch_seed: int | None = None  # the seed of the permutation being served
+        self._seeded_epoch: int | None = None  # the epoch it belongs to
+        self._resume: dict[str, Any] | None = None
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        # a generator: like RandomSampler, nothing is drawn before the epoch's first batch is asked for
+        skip = 0
+        resume, self._resume = self._resume, None
+        if resume is not None and resume["epoch"] == self.epoch:
+            self.epoch_seed, skip = resume["seed"], resume["samples"]
+        elif self.seed is None:
+            self.epoch_seed = int(torch.empty((), dtype=torch.int64).random_().item())  # RandomSampler's draw
+        else:
+            self.epoch_seed = self.seed + self.epoch
+        self._seeded_epoch = self.epoch
+        generator = torch.Generator()
+        generator.manual_seed(self.epoch_seed)
+        order = torch.randperm(self.size, generator=generator)
+        yield from order[self.rank : self.total_size : self.num_replicas][skip:].tolist()
+
+    def state(self, samples_done: int) -> dict[str, Any] | None:
+        """Where this epoch stands after `samples_done` of this rank's samples; None outside an epoch."""
+        if self._seeded_epoch != self.epoch or not 0 <= samples_done < self.num_samples:
+            return None
+        return {"epoch": self.epoch, "seed": self.epoch_seed, "samples": samples_done, "ranks": self.num_replicas}
+
+    def resume(self, state: dict[str, Any]) -> None:
+        """Continue `state`'s epoch where it stopped, when that epoch is the next one iterated."""
+        if state["ranks"] != self.num_replicas:
+            raise UserError(
+                f"the checkpoint stopped in the middle of epoch {state['epoch']} of a run on {state['ranks']} "
+                f"process(es); resume it on {state['ranks']} (trainer.devices x trainer.num_nodes), or resume "
+                f"from a checkpoint written at the end of an epoch to change the number of processes"
+            )
+        self._resume = state
