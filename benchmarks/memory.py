@@ -12,6 +12,8 @@ the whole process tree every `--interval` seconds, and reports the peaks, for:
     two        DDP, two CPU ranks (gloo), B/2 each: the same global batch
     two-copy   the same, each rank copying the dataset into its own memory (the control: the layout before
                the mapped cache, which this measurement must show as two copies)
+    two-fork   two ranks started by Lightning's `ddp_fork` (CPU, or GPUs before CUDA is initialised): rank 1 is
+               a fork of rank 0 and shares its interpreter, torch and Lightning pages too, not only the data
 
 Run from the repository root (about a minute per contender at 1 GB on 2 cores):
 
@@ -97,7 +99,7 @@ def fit_command(args: argparse.Namespace, contender: str) -> list[str]:
         f"--runs_root={args.root / 'runs'}",
     ]
     if ranks > 1:
-        command.append("--trainer.strategy=ddp")
+        command.append("--trainer.strategy=" + ("ddp_fork" if contender == "two-fork" else "ddp"))
     return command
 
 

@@ -147,11 +147,13 @@ def test_a_requeued_slurm_job_continues_its_run_exactly(
 def test_a_job_requeued_in_its_first_epoch_keeps_last_ckpt_the_latest(
     mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_scontrol: Path
 ):
-    """SIGUSR1 after the first batch, before any epoch ended: the requeued job continues, and its checkpoints
-    replace that last.ckpt (Lightning would write last-v1.ckpt beside it, and a second requeue would continue from
-    the stale one). Not bit for bit: the data loaders do not resume within an epoch (docs/clusters.md)."""
+    """SIGUSR1 after the first batch, before any epoch ended: the requeued job continues from the middle of that
+    epoch's order to the weights of an uninterrupted run, and its checkpoints replace that last.ckpt (Lightning
+    would write last-v1.ckpt beside it, and a second requeue would continue from the stale one)."""
     from gon_lightning.callbacks import RunState
 
+    straight = tmp_path / "straight"
+    main(base_args(mnist_root, straight, "--trainer.max_epochs=2"))
     slurm_task(monkeypatch)
     args = base_args(mnist_root, tmp_path / "runs", "--trainer.max_epochs=2")
 
@@ -167,8 +169,12 @@ def test_a_job_requeued_in_its_first_epoch_keeps_last_ckpt_the_latest(
     assert load_checkpoint_file(checkpoints / "last.ckpt")["global_step"] == 1
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     main(args)
-    assert load_checkpoint_file(checkpoints / "last.ckpt")["global_step"] == 4  # 2 epochs of 2 batches
+    resumed = load_checkpoint_file(checkpoints / "last.ckpt")
+    assert resumed["global_step"] == 4  # 2 epochs of 2 batches
     assert not list(checkpoints.glob("last-v*"))
+    reference = load_checkpoint_file(only_run(straight) / "checkpoints" / "last.ckpt")
+    for name, tensor in reference["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], tensor), name
 
 
 def free_port() -> int:

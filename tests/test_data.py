@@ -245,3 +245,22 @@ def test_cache_larger_than_memory_is_mapped_for_random_reads(mnist_root, monkeyp
     assert torch.equal(again.splits["train"], dm.splits["train"])
     monkeypatch.undo()
     assert 0 < cache.available_memory() < 2**50  # the system's figure, or a cgroup's limit
+
+
+def test_a_cache_built_twice_at_once_keeps_the_first(tmp_path):
+    """Two nodes sharing a file system each build the cache (one process per node): the second to finish keeps
+    the first one's folder instead of swapping it away under the processes already reading it."""
+    from gon_lightning.data.cache import cache_writer, read_cache
+
+    path = tmp_path / "cache"
+    images, labels = torch.arange(8, dtype=torch.uint8).reshape(2, 1, 2, 2), torch.tensor([0, 1])
+    with cache_writer(path, (1, 2, 2)) as first, cache_writer(path, (1, 2, 2)) as second:
+        first.add_split("train", images, labels)
+        second.add_split("train", images, labels)
+        first.commit({"n": 2})
+        reading = read_cache(path, (1, 2, 2), {"n": 2})
+        built_first = (path / "train.npy").stat().st_ino
+        second.commit({"n": 2})
+    assert (path / "train.npy").stat().st_ino == built_first
+    assert torch.equal(reading["train"][0], images) and read_cache(path, (1, 2, 2), {"n": 2}) is not None
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"]  # the second's staging folder is gone

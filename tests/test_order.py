@@ -136,20 +136,31 @@ BACKENDS = pytest.mark.parametrize("backend", ["mapped", pytest.param("streaming
 
 
 @pytest.mark.equality
-@BACKENDS
-def test_mid_epoch_resume_continues_the_exact_order(backend: str, mnist_root: Path, tmp_path: Path, monkeypatch):
+@pytest.mark.parametrize(
+    ("backend", "stop"),
+    [
+        ("mapped", 20),  # the 5th batch of the second epoch
+        # the 4th of the first: the resumed epoch's DataLoader iterator draws from the global generator again,
+        # and the next epoch's permutation comes from it (RunState sets the generators again before the batch)
+        ("mapped", 3),
+        pytest.param("streaming", 20, marks=pytest.mark.slow),
+    ],
+)
+def test_mid_epoch_resume_continues_the_exact_order(
+    backend: str, stop: int, mnist_root: Path, tmp_path: Path, monkeypatch
+):
     straight, split = tmp_path / "straight", tmp_path / "split"
     for out in (straight, split):
         out.mkdir()
     monkeypatch.setenv("ORDER_OUT", str(straight))
     main(fit_args(mnist_root, straight / "runs", *backend_args(backend, straight)))
     monkeypatch.setenv("ORDER_OUT", str(split))
-    monkeypatch.setenv("STOP_AT_STEP", "20")  # the 5th batch of the second epoch
+    monkeypatch.setenv("STOP_AT_STEP", str(stop))
     with pytest.raises(SystemExit):
         main(fit_args(mnist_root, split / "runs", *backend_args(backend, split)))
     run = only_run(split / "runs")
     last = run / "checkpoints" / "last.ckpt"
-    assert load_checkpoint_file(last)["global_step"] == 20
+    assert load_checkpoint_file(last)["global_step"] == stop
     monkeypatch.delenv("STOP_AT_STEP")
     main(["fit", f"--config={run / 'config.yaml'}", f"--ckpt_path={last}"])
 

@@ -177,6 +177,7 @@ class RunState(Callback):
         self._signal: str | None = None
         self._previous_sigint: Any = None
         self._previous_sigusr1: Any = None
+        self._restored_rng: dict[str, Any] | None = None
 
     @property
     def state_key(self) -> str:
@@ -188,6 +189,19 @@ class RunState(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "rng" in state_dict:
             _set_rng_state(state_dict["rng"])
+            self._restored_rng = state_dict["rng"]
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        # A checkpoint written mid-epoch is resumed mid-epoch: Lightning then creates that epoch's DataLoader
+        # iterator again, which draws its base seed from the global generator, a draw the straight run made before
+        # the checkpoint; so the generators are set once more right before the first resumed batch, where the
+        # straight run stood. (At an epoch's start, batch 0, that draw is the new epoch's own, as in a straight run.)
+        if self._restored_rng is not None:
+            if batch_idx > 0:
+                _set_rng_state(self._restored_rng)
+            self._restored_rng = None
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         keep_run()  # the run folder now holds a checkpoint: a later failure leaves it as it is

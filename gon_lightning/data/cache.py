@@ -81,7 +81,10 @@ class CacheWriter:
         (self.staging / META).write_text(json.dumps(meta, indent=1))
         # as readable as the folder that holds it: mkdtemp's 0700 would hide it from the other users of a node
         self.staging.chmod(self.path.parent.stat().st_mode & 0o777)
-        if self.path.exists():  # a stale cache, or one another process finished first: replaced whole
+        if self.path.exists():
+            if _meta(self.path) == json.loads(json.dumps(meta)):
+                return  # another process sharing this file system (a node of the job) built the same cache first
+            # a stale cache: replaced whole
             old = self.path.with_name(f".{self.path.name}.old-{self.staging.name}")
             self.path.rename(old)
             shutil.rmtree(old, ignore_errors=True)  # a process still mapping its files keeps reading them
@@ -90,6 +93,13 @@ class CacheWriter:
     def discard(self) -> None:
         self._open.clear()
         shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _meta(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((path / META).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 @contextmanager
