@@ -82,7 +82,7 @@ class CacheWriter:
         # as readable as the folder that holds it: mkdtemp's 0700 would hide it from the other users of a node
         self.staging.chmod(self.path.parent.stat().st_mode & 0o777)
         if self.path.exists():
-            if _meta(self.path) == json.loads(json.dumps(meta)):
+            if _meta(self.path) == json.loads(json.dumps(meta)) and _intact(self.path, self.dims, self.counts):
                 return  # another process sharing this file system (a node of the job) built the same cache first
             # a stale cache: replaced whole
             old = self.path.with_name(f".{self.path.name}.old-{self.staging.name}")
@@ -100,6 +100,19 @@ def _meta(path: Path) -> dict[str, Any] | None:
         return json.loads((path / META).read_text())
     except (OSError, ValueError):
         return None
+
+
+def _intact(path: Path, dims: tuple[int, ...], counts: dict[str, int]) -> bool:
+    """Whether every split's files hold the shapes `counts` says (a truncated file does not)."""
+    try:
+        for name, count in counts.items():
+            images = np.load(path / f"{name}.npy", mmap_mode="r")
+            labels = np.load(path / f"{name}_labels.npy", mmap_mode="r")
+            if images.shape != (count, *dims) or labels.shape != (count,):
+                return False
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 @contextmanager
