@@ -17,6 +17,7 @@ import yaml
 from cli_args import base_args, only_run
 
 from gon_lightning.cli import main
+from gon_lightning.errors import UserError
 from gon_lightning.runs import RUN_DIR_ENV, WANDB_ID_ENV, load_checkpoint_file, new_run_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -349,3 +350,18 @@ def test_last_checkpoint_links_to_a_checkpoint_of_the_same_step_else_is_written_
     assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch0003-val_sse1.0000.ckpt", "last.ckpt"]
     state = load_checkpoint_file(last)
     assert (state["epoch"], state["global_step"]) == (3, 8)
+
+
+def test_checkpoint_io_hands_back_a_bare_state_dict(tmp_path):
+    """The ddp_spawn / ddp_fork launchers send the trained weights to the main process as a bare state_dict through
+    the strategy's CheckpointIO: ours must load it back (a user's --ckpt_path is checked as a checkpoint by the CLI)."""
+    from gon_lightning.callbacks import AtomicCheckpointIO
+
+    weights = {"decoder.weight": torch.arange(6.0).reshape(2, 3)}
+    io = AtomicCheckpointIO()
+    io.save_checkpoint(weights, tmp_path / ".temp.ckpt")
+    loaded = io.load_checkpoint(tmp_path / ".temp.ckpt")
+    assert torch.equal(loaded["decoder.weight"], weights["decoder.weight"])
+    (tmp_path / "broken.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match=r"broken\.ckpt is corrupt"):
+        io.load_checkpoint(tmp_path / "broken.ckpt")

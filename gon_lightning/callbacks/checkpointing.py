@@ -23,7 +23,7 @@ from gon_lightning.runs import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_KEY,
     keep_run,
-    load_checkpoint_file,
+    read_torch_file,
     slurm_detected,
     slurm_job_id,
 )
@@ -63,7 +63,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path: Any, map_location: Any = "cpu", weights_only: bool | None = None) -> dict[str, Any]:
         if weights_only is False:
             return super().load_checkpoint(path, map_location=map_location, weights_only=False)
-        return load_checkpoint_file(path, map_location=map_location)
+        # not only Lightning checkpoints: the ddp_spawn/ddp_fork launchers hand the trained weights back to the
+        # main process as a bare state_dict file (a user's --ckpt_path is checked as a checkpoint by the CLI)
+        return read_torch_file(path, map_location=map_location)
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):

@@ -15,6 +15,7 @@ from gon_lightning.runs.checkpoints import (
     check_model_checkpoint,
     keep_given_model_options,
     load_checkpoint_file,
+    read_torch_file,
     resolve_ckpt_path,
 )
 from gon_lightning.runs.configs import (
@@ -78,6 +79,7 @@ __all__ = [
     "new_run_dir",
     "new_wandb_id",
     "packaged_config",
+    "read_torch_file",
     "requeued_checkpoint",
     "resolve_ckpt_path",
     "resolve_config_names",

@@ -20,18 +20,23 @@ LIGHTNING_CKPT_PATHS = frozenset({"best", "hpc", "registry"})
 EVALUATION_OPTIONS = frozenset({"norm_eval", "eval_latent"})
 
 
-def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """torch.load with weights_only=True; a missing, corrupt, truncated or foreign file is a UserError naming it."""
+def read_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
+    """torch.load with weights_only=True; a missing, corrupt or truncated file is a UserError naming it."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
         raise UserError(
             f"checkpoint {path} is corrupt, truncated or not a PyTorch checkpoint "
             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
         ) from error
+
+
+def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """`read_torch_file` of a Lightning checkpoint; a file of anything else is a UserError naming it."""
+    checkpoint = read_torch_file(path, map_location)
     if (
         not isinstance(checkpoint, dict)
         or "state_dict" not in checkpoint
