@@ -244,3 +244,15 @@ def test_a_val_subfolder_is_the_validation_split(tmp_path, monkeypatch):
     data = folder_module(root, tmp_path)
     data.setup("fit")
     assert [len(data.splits[name]) for name in ("train", "val", "test")] == [8, 2, 3]
+
+
+def test_the_cluster_options_reach_the_base(tmp_path):
+    """cache_per_node and stream are every DataModule's options, the folder's and CelebA's too (--data.cache_per_node
+    false builds the cache once per job; --data.stream serves it with litdata)."""
+    from gon_lightning.data import CelebADataModule
+
+    folder = photo_folder(tmp_path / "photos", 4)
+    dm = ImageFolderDataModule(root=folder, cache_per_node=False, stream=str(tmp_path / "stream"))
+    assert dm.prepare_data_per_node is False and dm.stream == str(tmp_path / "stream")
+    celeba = CelebADataModule(root=tmp_path, cache_per_node=False, stream=str(tmp_path / "stream"))
+    assert celeba.prepare_data_per_node is False and celeba.stream == str(tmp_path / "stream")

@@ -36,7 +36,8 @@ class CelebADataModule(ImageDataModule):
     Args:
         crop: side of the centred square cut from each image before resizing (at most 178).
         skip_broken: train without image files that do not decode instead of stopping.
-        root, batch_size, image_size, val_fraction, seed, download, device_resident: as `ImageDataModule`.
+        root, batch_size, image_size, val_fraction, seed, download, device_resident, cache_per_node, stream: as
+            `ImageDataModule`.
     """
 
     folder = "celeba"
@@ -53,8 +54,12 @@ class CelebADataModule(ImageDataModule):
         seed: int = 0,
         download: bool = True,
         device_resident: bool = True,
+        cache_per_node: bool = True,
+        stream: str | None = None,
     ) -> None:
-        super().__init__(root, batch_size, image_size, val_fraction, seed, download, device_resident)
+        super().__init__(
+            root, batch_size, image_size, val_fraction, seed, download, device_resident, cache_per_node, stream
+        )
         positive_int(DATA + "crop", crop)
         if crop > 178:
             raise UserError(f"{DATA}crop must be at most 178 (CelebA's aligned images are 178 pixels wide), got {crop}")

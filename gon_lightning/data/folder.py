@@ -47,7 +47,8 @@ class ImageFolderDataModule(ImageDataModule):
         skip_broken: train without the files that do not decode (truncated, empty, corrupt) instead of stopping;
             the run says how many it skipped and the cache lists them in skipped.txt.
         cache_dir: where the decoded cache goes (a folder inside `root` is not read as images).
-        batch_size, val_fraction, seed, device_resident: as for every DataModule (`ImageDataModule`).
+        batch_size, val_fraction, seed, device_resident, cache_per_node, stream: as for every DataModule
+            (`ImageDataModule`).
     """
 
     def __init__(
@@ -63,8 +64,12 @@ class ImageFolderDataModule(ImageDataModule):
         val_fraction: float = 0.0,
         seed: int = 0,
         device_resident: bool = True,
+        cache_per_node: bool = True,
+        stream: str | None = None,
     ) -> None:
-        super().__init__(root, batch_size, image_size, val_fraction, seed, False, device_resident)
+        super().__init__(
+            root, batch_size, image_size, val_fraction, seed, False, device_resident, cache_per_node, stream
+        )
         require(channels in (1, 3), DATA + "channels", channels, "1 (grey) or 3 (RGB)")
         require(fit in FITS, DATA + "fit", fit, " or ".join(FITS))
         if test_fraction is not None:
