@@ -158,12 +158,14 @@ def test_truncated_mnist_is_called_corrupt(mnist_root):
         loaded(MNISTDataModule(root=mnist_root, download=False))
 
 
-@pytest.mark.parametrize("damaged", ["train.npy", "train_labels.npy", "meta.json"])
-def test_corrupt_cache_is_rebuilt(mnist_root, damaged):
+@pytest.mark.parametrize(
+    ("damaged", "kept"), [("train.npy", 100), ("train.npy", 1000), ("train_labels.npy", 100), ("meta.json", 100)]
+)
+def test_corrupt_cache_is_rebuilt(mnist_root, damaged, kept):
     dm = loaded(MNISTDataModule(root=mnist_root, download=False))
     expected = dm.splits["train"].clone()
     path = dm.cache_path / damaged
-    path.write_bytes(path.read_bytes()[:100])  # truncated
+    path.write_bytes(path.read_bytes()[:kept])  # truncated in its header (100 bytes) or in its data
     with pytest.warns(UserWarning, match="unreadable cache"):
         again = loaded(MNISTDataModule(root=mnist_root, download=False))
     assert torch.equal(again.splits["train"], expected)

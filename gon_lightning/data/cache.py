@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -102,17 +102,25 @@ def _meta(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _intact(path: Path, dims: tuple[int, ...], counts: dict[str, int]) -> bool:
+def _intact(path: Path, dims: tuple[int, int, int], counts: dict[str, int]) -> bool:
     """Whether every split's files hold the shapes `counts` says (a truncated file does not)."""
     try:
-        for name, count in counts.items():
-            images = np.load(path / f"{name}.npy", mmap_mode="r")
-            labels = np.load(path / f"{name}_labels.npy", mmap_mode="r")
-            if images.shape != (count, *dims) or labels.shape != (count,):
-                return False
+        _map_splits(path, dims, counts)
         return True
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):  # TypeError: numpy's "buffer is too small" for a truncated file
         return False
+
+
+def _map_splits(path: Path, dims: tuple[int, int, int], counts: dict[str, int], random_access: bool = False) -> dict:
+    """{split: (images, labels)} of a cache folder, the images mapped; a ValueError where a shape is not `counts`'."""
+    splits = {}
+    for name, count in counts.items():
+        images = torch.from_numpy(map_npy(path / f"{name}.npy", random_access))
+        labels = torch.from_numpy(np.load(path / f"{name}_labels.npy"))
+        if images.shape != (count, *dims) or labels.shape != (count,):
+            raise ValueError(f"{name} holds {tuple(images.shape)} images and {len(labels)} labels")
+        splits[name] = (images, labels)
+    return splits
 
 
 @contextmanager
@@ -125,13 +133,18 @@ def cache_writer(path: Path, dims: tuple[int, int, int]) -> Iterator[CacheWriter
         writer.discard()
 
 
+def _npy_header(f: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """Shape, Fortran order, dtype and data offset of the .npy file `f` (read from its start)."""
+    version = np.lib.format.read_magic(f)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(f)
+    return shape, fortran, dtype, f.tell()
+
+
 def _shrink_npy(path: Path, count: int) -> None:
     """Keep the first `count` rows of an .npy file in place: rewrite its header, truncate the data."""
     with open(path, "r+b") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(f)
-        offset = f.tell()
+        shape, fortran, dtype, offset = _npy_header(f)
         header = io.BytesIO()
         new_shape = (count, *shape[1:])
         np.lib.format.write_array_header_1_0(header, {"descr": dtype.str, "fortran_order": fortran, "shape": new_shape})
@@ -158,21 +171,15 @@ def read_cache(path: Path, dims: tuple[int, int, int], fingerprint: dict[str, An
         if meta.get("fingerprint") != json.loads(json.dumps(fingerprint)):
             rank_zero_info(f"The files behind {path} changed since it was built; decoding again")
             return None
-        splits = {}
         image_bytes = sum(count * int(np.prod(dims)) for count in meta["splits"].values())
-        random_access = image_bytes > available_memory()
+        memory = available_memory()
+        random_access = image_bytes > memory
         if random_access:
             rank_zero_info(
                 f"The decoded images ({image_bytes / 1e9:.1f} GB) exceed the memory available "
-                f"({available_memory() / 1e9:.1f} GB): every epoch reads them from disk at random"
+                f"({memory / 1e9:.1f} GB): every epoch reads them from disk at random"
             )
-        for name, count in meta["splits"].items():
-            images = torch.from_numpy(map_npy(path / f"{name}.npy", random_access))
-            labels = torch.from_numpy(np.load(path / f"{name}_labels.npy"))
-            if images.shape != (count, *dims) or labels.shape != (count,):
-                raise ValueError(f"{name} holds {tuple(images.shape)} images and {len(labels)} labels")
-            splits[name] = (images, labels)
-        return splits
+        return _map_splits(path, dims, meta["splits"], random_access)
     except Exception as error:
         rank_zero_warn(f"ignoring unreadable cache {path} ({error}); decoding again")
         return None
@@ -189,12 +196,9 @@ def map_npy(path: Path, random_access: bool = False) -> np.ndarray:
     fills the page cache in fewer, larger reads over the first epoch, so it is kept.
     """
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(f)
+        shape, fortran, dtype, offset = _npy_header(f)
         if fortran:
             raise ValueError(f"{path} is in Fortran order")
-        offset = f.tell()
         mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
     if random_access:
         mapping.madvise(mmap.MADV_RANDOM)
