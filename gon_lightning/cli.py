@@ -53,6 +53,7 @@ from gon_lightning.data import ImageDataModule
 from gon_lightning.errors import user_error_in
 from gon_lightning.models import ImageModel
 from gon_lightning.parser import GONArgumentParser
+from gon_lightning.trainer import GONTrainer
 
 
 def _no_advertising(record: logging.LogRecord) -> bool:
@@ -80,10 +81,10 @@ class GONLightningCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
-        """Only the subcommand the command line names (all four when it names none: `--help`, a typo). LightningCLI
+        """Only the subcommand the command line names (all of them when it names none: `--help`, a typo). LightningCLI
         builds a parser per subcommand, each introspecting the Trainer, every model and DataModule, the loggers and
         callbacks; a command runs one of them."""
-        every = LightningCLI.subcommands()
+        every = {**LightningCLI.subcommands(), **GONTrainer.SUBCOMMANDS}
         return {self.invoked: every[self.invoked]} if self.invoked in every else every
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -255,6 +256,7 @@ def _run(args: Any, run: bool) -> GONLightningCLI:
     cli = GONLightningCLI(
         ImageModel,
         ImageDataModule,
+        trainer_class=GONTrainer,
         subclass_mode_model=True,
         subclass_mode_data=True,
         parser_class=GONArgumentParser,
