@@ -29,7 +29,8 @@ from gon_lightning.metrics import (
     extract,
     load_extractor,
     reference_features,
-    score_features,
+    score_samples,
+    seeded_subset,
 )
 from gon_lightning.metrics.reference import save_array
 
@@ -80,14 +81,6 @@ def folder_images(folder: str | Path, image_size: int, channels: int, limit: int
             raise UserError(f"--image_folder: {root / name} does not decode ({error}); remove it or replace it")
         out[i] = torch.from_numpy(array)
     return out
-
-
-def seeded_subset(features: Tensor, count: int, seed: int) -> Tensor:
-    """`count` rows of `features` chosen with a seeded generator (all of them, in order, when count >= N)."""
-    if count >= len(features):
-        return features
-    rows = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))[:count].sort().values
-    return features[rows]
 
 
 def evaluate(
@@ -141,11 +134,8 @@ def evaluate(
         sampler_name = sampler or "default"
     floor_fake = seeded_subset(floor_real, len(fake), seed)
 
-    def score(fake_features: Tensor) -> dict[str, float]:
-        manifold = seeded_subset(real, len(fake_features), seed)  # the k-NN sets compared at equal size
-        return score_features(real, fake_features, features.name, nearest_k, manifold, seed=seed)
-
-    figures, floor = score(fake), score(floor_fake)
+    figures = score_samples(real, fake, features.name, nearest_k, seed)
+    floor = score_samples(real, floor_fake, features.name, nearest_k, seed)
     result = {
         "format": RESULT_FORMAT,
         "figures": figures,
