@@ -79,7 +79,7 @@ def folder_images(folder: str | Path, image_size: int, channels: int, limit: int
         array, error = decode_error(root / name, geometry)
         if error is not None:
             raise UserError(f"--image_folder: {root / name} does not decode ({error}); remove it or replace it")
-        out[i] = torch.from_numpy(array)
+        out[i].numpy()[...] = array
     return out
 
 
