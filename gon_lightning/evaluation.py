@@ -15,6 +15,7 @@ import inspect
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from gon_lightning.metrics import (
     seeded_subset,
 )
 from gon_lightning.metrics.reference import save_array
+from gon_lightning.models import ImageModel
 
 RESULT_FILE = "sample_quality.json"
 RESULT_FORMAT = 1
@@ -45,22 +47,25 @@ def quantised(images: Tensor) -> Tensor:
     return images.detach().float().clamp(0, 1).mul(255).round().div(255)
 
 
-def draw_samples(model: Any, n: int, batch_size: int, sampler: str | None, seed: int) -> Any:
-    """Yield n samples of `model` in batches of `batch_size`, from a generator seeded with `seed` (the global RNG is
-    restored afterwards)."""
-    takes_sampler = "sampler" in inspect.signature(model.sample).parameters
-    if sampler is not None and not takes_sampler:
+def check_sampler(model: Any, sampler: str | None) -> None:
+    """Refuse a model that cannot sample, or a `sampler` the model does not take."""
+    if type(model).sample is ImageModel.sample:
+        raise UserError(f"{type(model).__name__} cannot sample, so its samples cannot be scored")
+    if sampler is not None and "sampler" not in inspect.signature(model.sample).parameters:
         raise UserError(f"{type(model).__name__} has no choice of sampler: leave --sampler unset")
+
+
+def draw_samples(model: Any, n: int, batch_size: int, sampler: str | None, seed: int) -> Iterator[Tensor]:
+    """Yield n samples of `model` in batches of `batch_size`, from a generator seeded with `seed` (the global RNG is
+    restored afterwards). A model that cannot sample yet raises NotImplementedError (the generation interface's)."""
+    check_sampler(model, sampler)
     options = {"sampler": sampler} if sampler is not None else {}
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for start in range(0, n, batch_size):
-            try:
-                with torch.no_grad():
-                    yield model.sample(min(batch_size, n - start), **options)
-            except NotImplementedError as error:
-                raise UserError(f"{type(model).__name__} cannot sample: {error}") from error
+            with torch.no_grad():
+                yield model.sample(min(batch_size, n - start), **options)
 
 
 def folder_images(folder: str | Path, image_size: int, channels: int, limit: int | None) -> Tensor:
@@ -128,7 +133,10 @@ def evaluate(
         model.to(device).eval()
         count = num_samples or min(DEFAULT_SAMPLES, len(real))
         batches = draw_samples(model, count, datamodule.batch_size, sampler, seed)
-        fake = torch.cat([extract(features, quantised(batch)) for batch in batches])
+        try:
+            fake = torch.cat([extract(features, quantised(batch)) for batch in batches])
+        except NotImplementedError as error:
+            raise UserError(f"{type(model).__name__} cannot sample: {error}") from error
         source = {"checkpoint": str(Path(ckpt_path).resolve()), "model": type(model).__name__}
         source |= {"batch_size": datamodule.batch_size, "seed": seed}
         sampler_name = sampler or "default"

@@ -387,3 +387,20 @@ def test_sample_quality_under_ddp_gathers_every_ranks_samples(mnist_root: Path, 
     assert rank0["drawn"] == 17 and rank1["drawn"] == 16  # 33 split across the ranks
     assert torch.equal(rank0["fake"], rank1["fake"]) and len(rank0["fake"]) == 33  # all of them, on both
     assert rank0["figures"] == rank1["figures"]
+
+
+def test_a_model_that_cannot_sample_is_refused_before_training(mnist_root, tmp_path) -> None:
+    from gon_lightning.callbacks import SampleQuality
+    from gon_lightning.models import ImageModel
+
+    class Reconstructor(ImageModel):  # the generation interface's default: no sample()
+        def training_step(self, x, batch_idx):
+            raise AssertionError("never reached")
+
+    class Fake:
+        datamodule = MNIST5kDataModule(root=tmp_path)
+
+    with pytest.raises(UserError, match="Reconstructor cannot sample"):
+        SampleQuality().on_fit_start(Fake(), Reconstructor())
+    with pytest.raises(UserError, match="num_samples"):
+        SampleQuality(num_samples=5)

@@ -19,13 +19,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from gon_lightning.callbacks.schedule import TimeShareSchedule
 from gon_lightning.errors import UserError, positive_int
-from gon_lightning.evaluation import draw_samples, quantised  # the evaluate command's draw, exactly
+from gon_lightning.evaluation import check_sampler, draw_samples, quantised  # the evaluate command's draw, exactly
 from gon_lightning.metrics import (
     NEAREST_K,
     FeatureExtractor,
@@ -98,6 +99,7 @@ class SampleQuality(TimeShareSchedule):
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "extractor"):
             raise UserError("SampleQuality scores samples against a gon-lightning DataModule's training split")
+        check_sampler(pl_module, self.sampler)  # before an epoch is spent: a model that can never sample
         name = self.extractor or datamodule.extractor
         device = pl_module.device
         # rank 0 trains a missing classifier and computes the reference first; the others then read its cache
@@ -117,7 +119,11 @@ class SampleQuality(TimeShareSchedule):
         if not trainer.strategy.broadcast(self._due(trainer, trainer.current_epoch + 1)):
             return
         start = time.perf_counter()
-        figures = self.measure(trainer, pl_module)
+        try:
+            figures = self.measure(trainer, pl_module)
+        except NotImplementedError as error:  # e.g. no latent Gaussian yet: the same on every rank
+            rank_zero_warn(f"SampleQuality skipped epoch {trainer.current_epoch}: {error}")
+            return
         pl_module.log_dict({f"quality/{name}": value for name, value in figures.items()}, sync_dist=False)
         self._spent(time.perf_counter() - start)
 
@@ -134,8 +140,8 @@ class SampleQuality(TimeShareSchedule):
         try:
             for batch in draw_samples(pl_module, count, batch_size, self.sampler, seed):
                 self._gathered.update(extract(self._features, quantised(batch)).to(pl_module.device))
+            fake = self._gathered.compute().cpu()  # every process's features
         finally:
             pl_module.train(was_training)
-        fake = self._gathered.compute().cpu()
-        self._gathered.reset()
+            self._gathered.reset()  # an interrupted draw leaves nothing for the next one
         return score_samples(self._reference, fake, self._features.name, self.nearest_k)
