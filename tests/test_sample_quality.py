@@ -404,3 +404,22 @@ def test_a_model_that_cannot_sample_is_refused_before_training(mnist_root, tmp_p
         SampleQuality().on_fit_start(Fake(), Reconstructor())
     with pytest.raises(UserError, match="num_samples"):
         SampleQuality(num_samples=5)
+
+
+@pytest.mark.slow
+def test_held_out_digits_beat_a_trained_models_samples_which_beat_noise(tmp_path, mnist5k, lenet) -> None:
+    """The paper GON after 2 epochs on MNIST5k (the quickstart), on the shipped LeNet: its samples are blobs, far
+    from the held-out digits (the floor) and yet far nearer to digits than uniform noise is."""
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    quickstart = ["--config=quickstart", f"--data.root={data}", f"--runs_root={runs}", "--trainer.logger=CSVLogger"]
+    main(["fit", *quickstart, "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false"])
+    ckpt = only_run(runs) / "checkpoints" / "last.ckpt"
+    main(["evaluate", *quickstart, f"--ckpt_path={ckpt}", "--num_samples=1000"])
+    result = json.loads((only_run(runs) / "sample_quality.json").read_text())
+    samples, held_out = result["figures"], result["floor"]["figures"]
+    noise_images = torch.rand(1000, 1, 32, 32, generator=torch.Generator().manual_seed(7)).mul(255).round().div(255)
+    noise = score_samples(reference_features(mnist5k, "train", lenet), extract(lenet, noise_images), "lenet")
+    assert result["num_samples"] == result["floor"]["count"] == 1000
+    assert 20 * held_out["fd_lenet"] < samples["fd_lenet"] and 1.4 * samples["fd_lenet"] < noise["fd_lenet"]
+    assert held_out["coverage"] > 0.9 and samples["coverage"] > 10 * noise["coverage"]
+    assert held_out["density"] > 0.8 > samples["density"] > noise["density"]
