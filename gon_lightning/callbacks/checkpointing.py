@@ -26,6 +26,7 @@ from gon_lightning.runs import (
     read_torch_file,
     slurm_detected,
     slurm_job_id,
+    source_commit,
 )
 
 
@@ -212,6 +213,7 @@ class RunState(Callback):
             "model": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
             "run_dir": self.run_dir,
             "wandb_id": self.wandb_id,
+            "commit": source_commit(),  # the code that trained it, for the model card of an export
         }
 
     # an evaluation's result: its metrics are logged (and, for test and predict, written) once its loop ends
