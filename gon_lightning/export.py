@@ -150,16 +150,17 @@ def run_records(run_dir: Path | None, ckpt_path: Path) -> tuple[dict[str, float]
 
 
 def held_out_images(datamodule: Any, n: int) -> Tensor:
-    """The first n images of the DataModule's test split."""
+    """The first n images of the DataModule's test split, as the model sees them (the DataModule's own batch
+    transform: uint8 to [0, 1])."""
     datamodule.prepare_data()
     datamodule.setup("test")
     batches, count = [], 0
     for batch in datamodule.test_dataloader():
-        batches.append(batch[0] if isinstance(batch, (list, tuple)) else batch)
+        batches.append(datamodule.on_after_batch_transfer(batch, 0))
         count += len(batches[-1])
         if count >= n:
             break
-    return torch.cat(batches)[:n].float().cpu()
+    return torch.cat(batches)[:n].cpu()
 
 
 def write_images(model: Any, images: Tensor | None, folder: Path, num_samples: int = 16) -> list[str]:
@@ -303,8 +304,6 @@ def export_model(
 ) -> Path:
     """Write the export folder `out` of the checkpoint `ckpt_path` (see the module docstring); `push` uploads it to
     that Hub repository. The folder is written beside `out` and moved into place whole."""
-    from safetensors.torch import save_model
-
     from gon_lightning.runs import check_model_checkpoint, load_checkpoint_file
 
     if not ckpt_path:
@@ -336,10 +335,7 @@ def export_model(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        save_model(
-            model, str(staging / WEIGHTS), metadata={"format": "pt", "gon_lightning_model": import_path(type(model))}
-        )
-        (staging / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        save_pretrained(model, staging)
         if run_config is not None:
             shutil.copyfile(run_config_file, staging / RUN_CONFIG)
         written = write_images(model, images, staging)
@@ -358,6 +354,20 @@ def export_model(
     if push:
         push_to_hub(out_dir, push)
     return out_dir
+
+
+def save_pretrained(model: torch.nn.Module, folder: str | os.PathLike) -> Path:
+    """The loadable core of an export: `model.safetensors` and `config.json` in `folder` (made if missing), which
+    `from_pretrained` loads; `gon-lightning export` adds the run's config, images and the model card."""
+    from safetensors.torch import save_model
+
+    folder = Path(folder)
+    config = model_config(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": "pt", "gon_lightning_model": import_path(type(model))}
+    save_model(model, str(folder / WEIGHTS), metadata=metadata)
+    (folder / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    return folder
 
 
 def push_to_hub(folder: Path, repo_id: str) -> None:

@@ -44,11 +44,6 @@ def skip_failing_nvml_check() -> None:
 
 skip_failing_nvml_check()
 
-# A network given as a built module (`decoder=MyDecoder(...)`) is saved with the state_dict, and the
-# hyperparameters record only its class (`ConvNetModel.make_network`): Lightning's advice to leave it out of them is
-# followed already.
-warnings.filterwarnings("ignore", message=r"Attribute '(decoder|encoder)' is an instance of `nn.Module`")
-
 
 @contextmanager
 def batchnorm_batch_statistics(module: nn.Module) -> Iterator[None]:
@@ -119,7 +114,11 @@ class ImageModel(pl.LightningModule, ABC):
         shape_ok = len(tuple(image_shape)) == 3 and all(isinstance(n, int) and n > 0 for n in image_shape)
         require(shape_ok, MODEL + "image_shape", image_shape, "(channels, height, width), all positive")
         positive(MODEL + "lr", lr)
-        self.save_hyperparameters()
+        with warnings.catch_warnings():
+            # a network given as a built module is saved with the state_dict, and the hyperparameters record only its
+            # class (`ConvNetModel.make_network`): Lightning's advice to leave it out of them is followed already
+            warnings.filterwarnings("ignore", message=r"Attribute '(decoder|encoder)' is an instance of `nn.Module`")
+            self.save_hyperparameters()
         self.image_shape = tuple(image_shape)
         self.lr = lr
         self.norm_eval = norm_eval
@@ -282,7 +281,7 @@ class ConvNetModel(ImageModel):
         self.ngf = ngf
         self.activation = activation
         self.norm = norm
-        self.decoder_option = decoder
+        self._decoder_option = {"decoder": decoder}  # in a dict: a module given is not a submodule until it is built
         self._built_in_networks = 0
 
     def _check_built_in_shape(self) -> None:
@@ -324,4 +323,4 @@ class ConvNetModel(ImageModel):
 
     def make_decoder(self) -> nn.Module:
         """The decoder: the `decoder` option's, or the paper's `ConvDecoder`."""
-        return self.make_network("decoder", self.decoder_option, ConvDecoder)
+        return self.make_network("decoder", self._decoder_option["decoder"], ConvDecoder)

@@ -81,7 +81,17 @@ def build_network(spec: Any, nz: int, image_shape: tuple[int, int, int], option:
         factory, init_args = spec, {}
     else:
         raise UserError(f"{option} must be a class_path/init_args, a class or an nn.Module, got {spec!r}")
-    network = factory(nz, tuple(image_shape), **init_args)
+    try:
+        network = factory(nz, tuple(image_shape), **init_args)
+    except UserError:
+        raise
+    except Exception as error:
+        name = getattr(factory, "__name__", repr(factory))
+        first = str(error).splitlines()[0] if str(error) else ""
+        raise UserError(
+            f"{option}: {name}(nz={nz}, image_shape={tuple(image_shape)}, **init_args) failed "
+            f"({type(error).__name__}: {first})"
+        ) from error
     if not isinstance(network, nn.Module):
         raise UserError(f"{option}: {spec!r} made a {type(network).__name__}, not a torch.nn.Module")
     return network
