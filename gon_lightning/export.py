@@ -524,7 +524,10 @@ def load_weights(model: torch.nn.Module, path: Path, config_path: Path) -> None:
         for part in (
             f"missing {', '.join(sorted(missing)[:4])}" if missing else "",
             f"unexpected {', '.join(sorted(unexpected)[:4])}" if unexpected else "",
-            f"differ {', '.join(differences[:4])}" if differences else "",
+            f"differ {', '.join(differences[:4])}"
+            + (f" (and {len(differences) - 4} more)" if len(differences) > 4 else "")
+            if differences
+            else "",
         )
         if part
     )
