@@ -114,8 +114,13 @@ def run_folder_of(ckpt_path: Path, checkpoint: Mapping[str, Any]) -> Path | None
     return Path(recorded) if recorded and Path(recorded).is_dir() else None
 
 
-def _same_file(recorded: Any, ckpt_path: Path) -> bool:
-    return isinstance(recorded, str) and Path(recorded).is_file() and Path(recorded).resolve() == ckpt_path.resolve()
+def _describes(record_file: Path, recorded: Any, ckpt_path: Path) -> bool:
+    """Whether a record of the run (test metrics, sample quality) was made of this checkpoint as it is now: the
+    same file (links followed), not rewritten since (`last.ckpt` moves on when training continues)."""
+    if not isinstance(recorded, str) or not Path(recorded).is_file():
+        return False
+    target = ckpt_path.resolve()
+    return Path(recorded).resolve() == target and record_file.stat().st_mtime >= target.stat().st_mtime
 
 
 def _read_json(path: Path) -> Any:
@@ -127,7 +132,7 @@ def _read_json(path: Path) -> Any:
 
 def run_records(run_dir: Path | None, ckpt_path: Path) -> tuple[dict[str, float], dict[str, Any], list[str]]:
     """The run's test metrics and sample-quality figures of this checkpoint, and notes on records left out (those
-    of another checkpoint of the run: they do not describe this model)."""
+    of another checkpoint of the run, or of this one before it was rewritten: they do not describe this model)."""
     metrics: dict[str, float] = {}
     quality: dict[str, Any] = {}
     notes: list[str] = []
@@ -136,14 +141,14 @@ def run_records(run_dir: Path | None, ckpt_path: Path) -> tuple[dict[str, float]
     test_file, quality_file = run_dir / TEST_METRICS, run_dir / SAMPLE_QUALITY
     if test_file.is_file():
         record = _read_json(test_file)
-        if _same_file(record.get("checkpoint"), ckpt_path):
+        if _describes(test_file, record.get("checkpoint"), ckpt_path):
             metrics = {key: float(value) for key, value in record.get("metrics", {}).items()}
         else:
-            notes.append(f"{test_file} holds the test of another checkpoint ({record.get('checkpoint')})")
+            notes.append(f"{test_file} holds the test of another checkpoint, or of an older {ckpt_path.name}")
     if quality_file.is_file():
         record = _read_json(quality_file)
-        if "checkpoint" in record and not _same_file(record["checkpoint"], ckpt_path):
-            notes.append(f"{quality_file} measured another checkpoint ({record['checkpoint']})")
+        if "checkpoint" in record and not _describes(quality_file, record["checkpoint"], ckpt_path):
+            notes.append(f"{quality_file} measured another checkpoint, or an older {ckpt_path.name}")
         else:
             quality = record
     return metrics, quality, notes
@@ -334,6 +339,9 @@ def export_model(
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # as a folder made with mkdir: mkdtemp's is private to its owner
     try:
         save_pretrained(model, staging)
         if run_config is not None:

@@ -27,8 +27,10 @@ class GONTrainer(Trainer):
         num_images: int = 8,
         weights_only: bool | None = None,
     ) -> None:
-        """Write a trained model as a self-contained folder: model.safetensors, config.json, the run's config.yaml,
-        samples and reconstructions, and a README.md model card (docs/extending.md, "Share a trained model").
+        """Export a trained model as a self-contained folder, Hugging Face Hub style.
+
+        The folder holds model.safetensors, config.json, the run's config.yaml, samples and reconstructions, and a
+        README.md model card (docs/extending.md, "Share a trained model").
         `gon-lightning export --ckpt_path CKPT --out DIR` reads the model and data options from the run's
         config.yaml beside CKPT's checkpoints/ folder; it leaves no run folder. Load it with
         `gon_lightning.from_pretrained(DIR)`.

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 import gon_lightning
 from gon_lightning.cli import main
 from gon_lightning.errors import UserError
-from gon_lightning.export import from_pretrained, save_pretrained
+from gon_lightning.export import from_pretrained, run_records, save_pretrained
 from gon_lightning.models import GON, VAE
 from tests.cli_args import only_run
 
@@ -237,3 +237,20 @@ def test_export_needs_a_run_folder_or_a_config(tmp_path: Path):
         main(["export", f"--ckpt_path={loose}", f"--out={tmp_path / 'out'}"])
     assert str(raised.value.code).startswith(f"gon-lightning: error: --ckpt_path {loose} lies outside a run folder")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_card_takes_only_records_of_this_checkpoint(tmp_path: Path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    ckpt, other = run / "checkpoints" / "last.ckpt", run / "checkpoints" / "epoch0000.ckpt"
+    ckpt.write_bytes(b"x")
+    other.write_bytes(b"y")
+    os.utime(ckpt, (1_000_000, 1_000_000))
+    (run / "test_metrics.json").write_text(json.dumps({"checkpoint": str(ckpt), "metrics": {"test/sse": 3.5}}))
+    (run / "sample_quality.json").write_text(json.dumps({"checkpoint": str(other), "fid": 1.0}))
+    metrics, quality, notes = run_records(run, ckpt)
+    assert metrics == {"test/sse": 3.5} and quality == {}
+    assert notes == [f"{run / 'sample_quality.json'} measured another checkpoint, or an older last.ckpt"]
+    ckpt.write_bytes(b"trained on")  # training went on after the test: the metrics describe an older last.ckpt
+    metrics, _, notes = run_records(run, ckpt)
+    assert metrics == {} and notes[0].startswith(f"{run / 'test_metrics.json'} holds the test of another checkpoint")
