@@ -93,6 +93,13 @@ def test_export_then_load_in_a_fresh_offline_process(mnist_root: Path, tmp_path:
     assert sorted(p.name for p in run.iterdir()) == before  # export leaves the run as it was, and no new run
     assert only_run(tmp_path / "runs") == run
 
+    # a checkpoint kept outside its run folder exports with --config, and leaves no run folder either
+    loose = tmp_path / "loose.ckpt"
+    loose.write_bytes(ckpt.read_bytes())
+    main(["export", "--config", str(run / "config.yaml"), f"--ckpt_path={loose}", f"--out={tmp_path / 'loose'}"])
+    assert only_run(tmp_path / "runs") == run and (tmp_path / "loose" / "model.safetensors").is_file()
+    assert "Left out: " in (tmp_path / "loose" / "README.md").read_text()  # the run's test was of another file
+
     card = (out / "README.md").read_text()
     meta = front_matter(card)
     assert meta["library_name"] == "gon-lightning" and "gon" in meta["tags"] and meta["datasets"] == ["mnist"]
