@@ -151,3 +151,49 @@ def test_own_networks_train_test_resume_exactly_and_export(model: str, mnist_roo
     loaded = gon_lightning.from_pretrained(tmp_path / "export", trust_remote_code=True)
     for name, tensor in resumed["state_dict"].items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+@pytest.mark.slow
+@pytest.mark.equality
+def test_an_own_decoder_under_ddp_steps_as_one_process(mnist_root: Path, tmp_path: Path):
+    """2 CPU processes (gloo) x batch 128 against 1 process x batch 256, in float64, as tests/test_scale.py does for
+    the built-in decoder: the allreduced gradients of an own decoder (no BatchNorm; summed inner loss) are the
+    single process's."""
+    from ddp_worker import Recorder
+
+    from tests.test_scale import run_worker
+
+    def args(out: Path, batch_size: int, *extra: str) -> list[str]:
+        return [
+            "--model=GON",
+            "--model.nz=8",
+            "--model.inner_reduction=sum",
+            "--model.decoder=tests.own_networks.UpDecoder",
+            "--model.decoder.width=4",
+            "--data=MNISTDataModule",
+            f"--data.root={mnist_root}",
+            f"--data.batch_size={batch_size}",
+            "--trainer.accelerator=cpu",
+            "--trainer.max_steps=1",
+            "--trainer.limit_val_batches=0",
+            "--trainer.num_sanity_val_steps=0",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            "--trainer.precision=64-true",
+            f"--trainer.default_root_dir={out}",
+            *extra,
+        ]
+
+    ddp, single = tmp_path / "ddp", tmp_path / "single"
+    ddp.mkdir(), single.mkdir()
+    run_worker(ddp, args(ddp, 128, "--trainer.devices=2", "--trainer.strategy=ddp"))
+    cli = main(args(single, 256, "--trainer.devices=1"), run=False)
+    cli.trainer.callbacks.append(Recorder(single))
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    rank0, rank1 = torch.load(ddp / "rank0.pt"), torch.load(ddp / "rank1.pt")
+    reference = torch.load(single / "rank0.pt")
+    assert any(name.startswith("decoder.project") for name in reference["grads"])
+    for name, grad in reference["grads"].items():
+        torch.testing.assert_close(rank0["grads"][name], grad, rtol=1e-8, atol=1e-14)
+        torch.testing.assert_close(rank1["grads"][name], grad, rtol=1e-8, atol=1e-14)
