@@ -197,3 +197,21 @@ def test_an_own_decoder_under_ddp_steps_as_one_process(mnist_root: Path, tmp_pat
     for name, grad in reference["grads"].items():
         torch.testing.assert_close(rank0["grads"][name], grad, rtol=1e-8, atol=1e-14)
         torch.testing.assert_close(rank1["grads"][name], grad, rtol=1e-8, atol=1e-14)
+
+
+def test_the_cli_refuses_a_network_that_does_not_fit_in_one_line(mnist_root: Path, tmp_path: Path):
+    args = [
+        "fit",
+        "--model=GON",
+        "--model.init_args.nz=8",
+        "--model.init_args.decoder=tests.own_networks.WrongSizeDecoder",
+    ]
+    args += ["--data=MNISTDataModule", f"--data.init_args.root={mnist_root}", "--data.init_args.download=false"]
+    args += [f"--runs_root={tmp_path / 'runs'}", "--trainer.logger=CSVLogger"]
+    with pytest.raises(SystemExit) as raised:
+        main(args)
+    assert str(raised.value.code) == (
+        "gon-lightning: error: model.init_args.decoder: WrongSizeDecoder maps latents (2, 8) to (2, 1, 8, 8); "
+        "GON needs (2, 1, 32, 32) (B, *image_shape)"
+    )
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
