@@ -51,7 +51,12 @@ DATASETS = {
     "CelebADataModule": ("celeba", "CelebA"),
     "ImageFolderDataModule": ("imagefolder", "a folder of images"),
 }
-SAMPLE_QUALITY_FIGURES = ("fid", "fd_lenet", "kid_mean", "kid_std", "precision", "recall", "density", "coverage")
+# `gon-lightning evaluate`'s figures (gon_lightning.metrics.figure_names): FID/KID on Inception, fd/kd on the others
+SAMPLE_QUALITY_FIGURES = (
+    *("fid", "kid_mean", "kid_std"),
+    *(f"{figure}_{extractor}" for extractor in ("lenet", "resnet") for figure in ("fd", "kd_mean", "kd_std")),
+    *("precision", "recall", "density", "coverage"),
+)
 ARXIV = "https://arxiv.org/abs"
 GON_PAPER = f"Bond-Taylor & Willcocks, *Gradient Origin Networks*, ICLR 2021 ([arXiv 2007.02798]({ARXIV}/2007.02798))"
 PAPERS = {
