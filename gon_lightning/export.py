@@ -233,7 +233,7 @@ def model_card(
             task_name="Sample quality",
             dataset_type=dataset_id,
             dataset_name=dataset_name,
-            dataset_split="test",
+            dataset_split=quality.get("reference", {}).get("split", "train"),  # samples are scored against it
             metric_type=key,
             metric_name=f"{key} ({extractor})" if extractor else key,
             metric_value=float(quality[key]),
