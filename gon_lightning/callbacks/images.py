@@ -20,7 +20,7 @@ from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-from gon_lightning.errors import positive_ints, require
+from gon_lightning.errors import UserError, positive_ints, require
 
 PANELS = ("reconstructions", "samples", "interpolations", "superres")
 
@@ -59,8 +59,10 @@ def make_panels(
     interpolation_steps: int = 8,
     render_size: int | None = None,
     max_side: int = MAX_SIDE,
+    sampler: str | None = None,
 ) -> dict[str, Tensor]:
-    """Image grids (C, H, W) in [0, 1] for what `model` supports, from a batch `x` of originals.
+    """Image grids (C, H, W) in [0, 1] for what `model` supports, from a batch `x` of originals; the samples are
+    drawn by `sampler` (one of `model.samplers`; None: the model's default).
 
     Super-resolution renders are `render_size` px a side, by default twice the originals'.
     Each panel stays within `max_side` pixels a side (plus the 1 px padding): at large images it shows fewer of
@@ -85,7 +87,7 @@ def make_panels(
             grids["reconstructions"] = make_grid(_as_images(torch.cat(pairs)), nrow=cols, padding=1)
         cols = min(math.ceil(math.sqrt(n_samples)), max(1, per_side))
         n = _fit(n_samples, cols * per_side, "samples", side, max_side)
-        samples = _try(lambda: model.sample(n))
+        samples = _try(lambda: model.sample(n, sampler))
         if samples is not None:
             grids["samples"] = make_grid(_as_images(samples), nrow=min(cols, math.ceil(math.sqrt(n))), padding=1)
         if len(x) >= 2:
@@ -154,6 +156,9 @@ class ImagePanels(Callback):
         max_side: most pixels a side of a panel (`make_panels`): at large images the panels show fewer (the
             default fits the default panels whole up to 128 px; at 256 px they keep 8 reconstructions and 4
             interpolation steps), with a warning.
+        sampler: how the sample panel draws: one of the model's samplers (`gaussian`, `gmm`, `prior`, ...: the
+            model's `samplers`); None: the model's default. `gmm` (and the autoencoders' `gaussian`) is refitted
+            to the training latents at each panel after the weights changed: seconds (docs/gon_family.md, "Samplers").
         dirpath: where the PNGs go; the CLI sets it to `<run>/images`.
         log_to_logger: also send the grids to the logger.
     """
@@ -167,6 +172,7 @@ class ImagePanels(Callback):
         interpolation_steps: int = 8,
         render_size: int | None = None,
         max_side: int = MAX_SIDE,
+        sampler: str | None = None,
         dirpath: str | None = None,
         log_to_logger: bool = True,
     ) -> None:
@@ -187,6 +193,7 @@ class ImagePanels(Callback):
         self.interpolation_steps = interpolation_steps
         self.render_size = render_size
         self.max_side = max_side
+        self.sampler = sampler
         self.dirpath = dirpath
         self.log_to_logger = log_to_logger
         self._batch: Tensor | None = None
@@ -207,6 +214,14 @@ class ImagePanels(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if batch_idx == 0:
             self._keep(batch)  # fallback when there is no validation
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.sampler is None:
+            return
+        try:  # a sampler the model does not have: said before training, naming this option
+            pl_module.checked_sampler(self.sampler)
+        except (UserError, NotImplementedError) as error:
+            raise UserError(f"images.sampler: {error}") from None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._train_start, self._drawing_s, self._last_draw_s = time.perf_counter(), 0.0, 0.0
@@ -236,7 +251,13 @@ class ImagePanels(Callback):
         pl_module.eval()
         try:
             grids = make_panels(
-                pl_module, self._batch, self.num_samples, self.interpolation_steps, self.render_size, self.max_side
+                pl_module,
+                self._batch,
+                self.num_samples,
+                self.interpolation_steps,
+                self.render_size,
+                self.max_side,
+                self.sampler,
             )
         finally:
             pl_module.train(was_training)
