@@ -86,7 +86,9 @@ class LatentModel(ImageModel):
     `encode_images` and `decode_latents`, and set `nz`; `samplers` names what `sample` offers, the default first.
 
     Args:
-        gmm_components: Gaussians in the `gmm` sampler's mixture; None chooses among 1, 2, 5 and 10 by BIC.
+        gmm_components: Gaussians in the `gmm` sampler's mixture (10, Ghosh et al.'s choice); None chooses among 1,
+            2, 5 and 10 by BIC, which in 256 dimensions picks 1 (the `gaussian`) until there are far more latents
+            than 10,000 (each full covariance has 32,896 parameters; docs/gon_family.md, "Samplers").
     """
 
     samplers: tuple[str, ...] = ("gaussian", "gmm")
@@ -94,7 +96,7 @@ class LatentModel(ImageModel):
     lazy_samplers: tuple[str, ...] = ("gaussian", "gmm")
     nz: int
 
-    def __init__(self, gmm_components: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, gmm_components: int | None = 10, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if gmm_components is not None:
             positive_int(MODEL + "gmm_components", gmm_components)
