@@ -8,9 +8,52 @@ gon-lightning subcommand is a method here that delegates to the module doing the
 
 from __future__ import annotations
 
-from pytorch_lightning import Trainer
+from typing import Any
+
+from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 
 
 class GONTrainer(Trainer):
     #: gon-lightning's subcommands, each with the method arguments the CLI fills itself (LightningCLI's skip sets)
-    SUBCOMMANDS: dict[str, set[str]] = {}
+    SUBCOMMANDS: dict[str, set[str]] = {"evaluate": {"model", "datamodule"}}
+
+    def evaluate(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule | None = None,
+        ckpt_path: str | None = None,
+        image_folder: str | None = None,
+        num_samples: int | None = None,
+        extractor: str | None = None,
+        extractor_weights: str | None = None,
+        sampler: str | None = None,
+        nearest_k: int = 5,
+        save_features: bool = False,
+        out: str | None = None,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        """Sample quality: the Fréchet and kernel distances, precision, recall, density and coverage of a model's
+        samples (or a folder of images) against the training split, with the test split's own figures beside them
+        as the floor; written to `sample_quality.json` (docs/sample_quality.md).
+
+        Args:
+            ckpt_path: the checkpoint whose model draws the samples (`last`: the newest run of this model and data).
+            image_folder: a folder of images to score instead (every image file under it, decoded like
+                ImageFolderDataModule's, at the dataset's size and channels).
+            num_samples: images scored: samples drawn (default 10,000, or the training split's size when smaller),
+                or the first N files of `image_folder` (default all).
+            extractor: the features: `inception` (FID's Inception-v3), `lenet` or `resnet` (classifiers trained on
+                the dataset's labels); default the DataModule's (`lenet` for MNIST-like data, else `inception`).
+            extractor_weights: a weights file for the extractor instead of its default one (Inception-v3 in
+                torch-fidelity's layout, or a classifier file written by gon-lightning).
+            sampler: the model's sampler (`model.sample(n, sampler=...)`); default the model's own.
+            nearest_k: k of the k-nearest-neighbour balls of precision, recall, density and coverage.
+            save_features: also write real_features.npy and fake_features.npy beside the result.
+            out: the folder for the result; default the checkpoint's run folder, or a new run folder for `image_folder`.
+            weights_only: the checkpoint is read with `torch.load(weights_only=True)`, as every other command reads
+                it; false is refused (an option of every subcommand, so a run's config.yaml serves this one too).
+        """
+        from gon_lightning.evaluation import evaluate
+
+        return evaluate(self, model, datamodule, ckpt_path, image_folder, num_samples, extractor, extractor_weights,
+                        sampler, nearest_k, save_features, out, weights_only)  # fmt: skip

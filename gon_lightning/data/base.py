@@ -102,6 +102,11 @@ def fixed_split(images: Tensor, labels: Tensor, test_fraction: float = 0.2) -> d
 class ImageDataModule(pl.LightningDataModule, ABC):
     """Base DataModule (abstract): subclasses set `folder` and `channels` and implement `decode`.
 
+    `extractor` names the features sample quality is measured on by default (`gon_lightning.metrics`): `lenet`, a
+    classifier trained on the dataset's labels, for the MNIST-like grey datasets; `inception` (the FID's
+    Inception-v3) for colour and unlabelled data. It is a property of the dataset, declared once per class, so the
+    meaning of a default figure never changes silently.
+
     Args:
         root: directory holding the datasets (each in its own folder, in torchvision's layout where
             torchvision has the dataset); downloads and the decoded cache go there too.
@@ -124,6 +129,7 @@ class ImageDataModule(pl.LightningDataModule, ABC):
 
     folder: ClassVar[str]
     channels: ClassVar[int] = 1
+    extractor: ClassVar[str] = "inception"
 
     def __init__(
         self,

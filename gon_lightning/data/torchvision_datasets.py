@@ -58,6 +58,7 @@ class MNISTDataModule(TorchvisionDataModule):
 
     dataset_class = datasets.MNIST
     folder = "MNIST/raw"
+    extractor = "lenet"
 
     def expected_files(self) -> list[str]:
         return [name.removesuffix(".gz") for name, _ in self.dataset_class.resources]

@@ -1,0 +1,207 @@
+"""`gon-lightning evaluate`: how good a model's samples (or a folder of images) are, against the training split.
+
+The protocol (docs/sample_quality.md): N images, from the checkpoint's model (`--ckpt_path`, drawn in batches of the
+DataModule's batch size under a generator seeded with `--seed_everything`) or from a folder (`--image_folder`, decoded
+as ImageFolderDataModule decodes, to the dataset's size and channels), quantised to 8 bits as an image file holds them,
+are compared on one extractor's features with the training split: the Fréchet and kernel distances against the
+whole split, precision, recall, density and coverage against a seeded subset of it as large as the set scored. The
+test split, scored the same way, is printed beside them: the floor a model that drew real unseen images would reach.
+Everything goes to `sample_quality.json` (format below); the same inputs, extractor and seed give the same numbers.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gon_lightning import runs
+from gon_lightning.data.decode import Geometry, decode_error, list_images
+from gon_lightning.errors import UserError, positive_int
+from gon_lightning.metrics import (
+    NEAREST_K,
+    extract,
+    load_extractor,
+    reference_features,
+    score_features,
+)
+from gon_lightning.metrics.reference import save_array
+
+RESULT_FILE = "sample_quality.json"
+RESULT_FORMAT = 1
+DEFAULT_SAMPLES = 10_000
+REFERENCE_SPLIT, FLOOR_SPLIT = "train", "test"
+
+
+def quantised(images: Tensor) -> Tensor:
+    """Images in [0, 1] rounded to the 256 levels an 8-bit image file holds: samples score as their saved PNGs."""
+    return images.detach().float().clamp(0, 1).mul(255).round().div(255)
+
+
+def draw_samples(model: Any, n: int, batch_size: int, sampler: str | None, seed: int) -> Any:
+    """Yield n samples of `model` in batches of `batch_size`, from a generator seeded with `seed` (the global RNG is
+    restored afterwards)."""
+    takes_sampler = "sampler" in inspect.signature(model.sample).parameters
+    if sampler is not None and not takes_sampler:
+        raise UserError(f"{type(model).__name__} has no choice of sampler: leave --sampler unset")
+    options = {"sampler": sampler} if sampler is not None else {}
+    devices = [model.device] if model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for start in range(0, n, batch_size):
+            try:
+                with torch.no_grad():
+                    yield model.sample(min(batch_size, n - start), **options)
+            except NotImplementedError as error:
+                raise UserError(f"{type(model).__name__} cannot sample: {error}") from error
+
+
+def folder_images(folder: str | Path, image_size: int, channels: int, limit: int | None) -> Tensor:
+    """The images under `folder` (every image file, recursively, sorted; the first `limit`), decoded as
+    ImageFolderDataModule decodes them: centre square, antialiased resize to image_size, `channels` channels."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise UserError(f"--image_folder {root} is not a folder of images")
+    names = list_images(root)
+    if not names:
+        raise UserError(f"--image_folder {root} holds no image files (PNG, JPEG, WebP, BMP, TIFF, GIF)")
+    names = names[:limit] if limit is not None else names
+    geometry = Geometry(image_size, channels, "center")
+    out = torch.empty(len(names), channels, image_size, image_size, dtype=torch.uint8)
+    for i, name in enumerate(names):
+        array, error = decode_error(root / name, geometry)
+        if error is not None:
+            raise UserError(f"--image_folder: {root / name} does not decode ({error}); remove it or replace it")
+        out[i] = torch.from_numpy(array)
+    return out
+
+
+def seeded_subset(features: Tensor, count: int, seed: int) -> Tensor:
+    """`count` rows of `features` chosen with a seeded generator (all of them, in order, when count >= N)."""
+    if count >= len(features):
+        return features
+    rows = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+    return features[rows]
+
+
+def evaluate(
+    trainer: Any,
+    model: Any,
+    datamodule: Any,
+    ckpt_path: str | None = None,
+    image_folder: str | None = None,
+    num_samples: int | None = None,
+    extractor: str | None = None,
+    extractor_weights: str | None = None,
+    sampler: str | None = None,
+    nearest_k: int = NEAREST_K,
+    save_features: bool = False,
+    out: str | None = None,
+    weights_only: bool | None = None,
+) -> dict[str, Any]:
+    """Score samples of the checkpoint's model, or a folder of images, against `datamodule`'s training split; write
+    `sample_quality.json` (and the features) into `out`, print a table, return the result. See `GONTrainer.evaluate`
+    for the options."""
+    if (ckpt_path is None) == (image_folder is None):
+        raise UserError("evaluate needs exactly one of --ckpt_path CKPT (a model's samples) and --image_folder DIR")
+    if num_samples is not None:
+        positive_int("num_samples", num_samples)
+    positive_int("nearest_k", nearest_k)
+    if weights_only is False:
+        raise UserError("--weights_only false: evaluate reads checkpoints as weights only; leave it unset")
+    if datamodule is None:
+        raise UserError("evaluate needs a DataModule (--data): its training split is the reference")
+    name = extractor or datamodule.extractor
+    seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+    device = trainer.strategy.root_device
+    features = load_extractor(name, datamodule, extractor_weights, device)
+    real = reference_features(datamodule, REFERENCE_SPLIT, features)
+    floor_real = reference_features(datamodule, FLOOR_SPLIT, features)
+    dataset = type(datamodule).__name__
+    if image_folder is not None:
+        fake_images = folder_images(image_folder, datamodule.image_size, datamodule.channels, num_samples)
+        fake = extract(features, fake_images)
+        source: dict[str, Any] = {"image_folder": str(Path(image_folder).expanduser().resolve())}
+        sampler_name = None
+    else:
+        assert ckpt_path is not None
+        load_weights(model, ckpt_path)
+        model.to(device).eval()
+        count = num_samples or min(DEFAULT_SAMPLES, len(real))
+        batches = draw_samples(model, count, datamodule.batch_size, sampler, seed)
+        fake = torch.cat([extract(features, quantised(batch)) for batch in batches])
+        source = {"checkpoint": str(Path(ckpt_path).resolve()), "model": type(model).__name__}
+        source |= {"batch_size": datamodule.batch_size, "seed": seed}
+        sampler_name = sampler or "default"
+    floor_fake = seeded_subset(floor_real, len(fake), seed)
+
+    def score(fake_features: Tensor) -> dict[str, float]:
+        manifold = seeded_subset(real, len(fake_features), seed)  # the k-NN sets compared at equal size
+        return score_features(real, fake_features, features.name, nearest_k, manifold, seed=seed)
+
+    figures, floor = score(fake), score(floor_fake)
+    result = {
+        "format": RESULT_FORMAT,
+        "figures": figures,
+        "num_samples": len(fake),
+        "sampler": sampler_name,
+        "source": source,
+        "extractor": features.describe(),
+        "nearest_k": nearest_k,
+        "reference": {"dataset": dataset, "split": REFERENCE_SPLIT, "image_size": datamodule.image_size}
+        | {"count": len(real)},
+        "floor": {"split": FLOOR_SPLIT, "count": len(floor_fake), "figures": floor},
+    }
+    folder = Path(out).expanduser() if out is not None else Path(trainer.default_root_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RESULT_FILE).write_text(json.dumps(result, indent=1) + "\n")
+    if save_features:
+        save_array(folder / "real_features.npy", real.numpy())
+        save_array(folder / "fake_features.npy", fake.numpy())
+    print(table(result, folder / RESULT_FILE), flush=True)
+    runs.keep_run()  # the result is written: the run folder stays whatever happens next
+    return result
+
+
+def load_weights(model: Any, ckpt_path: str) -> None:
+    """The checkpoint's weights into `model`, as Lightning restores them (its hook first, then the state_dict)."""
+    checkpoint = runs.load_checkpoint_file(ckpt_path)
+    runs.check_model_checkpoint(ckpt_path, checkpoint, model)
+    model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])
+
+
+def _number(value: float) -> str:
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.4e}"
+
+
+def table(result: dict[str, Any], path: Path) -> str:
+    """The figures of the samples beside the test split's (the floor), and what they were computed on."""
+    extractor, reference, floor = result["extractor"], result["reference"], result["floor"]
+    source = result["source"]
+    what = source.get("image_folder") or f"{source['model']} (sampler {result['sampler']})"
+    lines = [
+        f"sample quality of {result['num_samples']} images of {what}",
+        f"against {reference['dataset']} {reference['split']} ({reference['count']} images, {reference['image_size']} "
+        f"px) on {extractor['name']} features (sha256 {extractor['sha256'][:12]}), nearest_k {result['nearest_k']}",
+        f"{'figure':<16}{'samples':>14}{'test split (floor, ' + str(floor['count']) + ')':>30}",
+    ]
+    lines += [
+        f"{name:<16}{_number(value):>14}{_number(floor['figures'][name]):>30}"
+        for name, value in result["figures"].items()
+    ]
+    lines.append(f"written to {path}")
+    return "\n".join(lines)
+
+
+def load_result(folder: str | Path) -> dict[str, Any]:
+    """A run folder's `sample_quality.json` (for model cards and reports)."""
+    return json.loads((Path(folder) / RESULT_FILE).read_text())
