@@ -529,7 +529,7 @@ def software() -> str:
 COMPARE_MODELS = {
     "gon": ("gaussian", "gmm"),
     "vgon": ("prior",),
-    "vae": ("prior", "gmm"),
+    "vae": ("prior",),
     "ae": ("gaussian", "gmm"),
     "implicit_gon": ("gaussian",),
     "gopt": ("optimised",),

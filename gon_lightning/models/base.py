@@ -149,6 +149,10 @@ class ImageModel(pl.LightningModule, ABC):
             )
         return sampler
 
+    def prepare_sampler(self, sampler: str | None, datamodule: Any = None) -> None:
+        """Make `sampler` ready to draw, fitting what it needs from `datamodule`'s training split (a no-op here)."""
+        self.checked_sampler(sampler)
+
     def reconstruct(self, x: Tensor) -> Tensor:
         return self.decode_latents(self.encode_images(x))
 

@@ -118,12 +118,23 @@ class LatentModel(ImageModel):
         return sample_mixture(weights, means, scales, n)
 
     # --- lazily fitted densities --------------------------------------------------------------------------
+    def prepare_sampler(self, sampler: str | None, datamodule: Any = None) -> None:
+        """Fit `sampler`'s density from `datamodule`'s training split (or the Trainer's DataModule), unless a fit
+        made with the current weights is at hand. `sample` does this itself when it has a DataModule to ask."""
+        name = self.checked_sampler(sampler)
+        split = self._training_split(datamodule)
+        if split is None:
+            self.fit_sampler(name, refit=False)
+        else:
+            self.fit_sampler(name, *split, refit=False)
+
     def sampler_fitted(self, sampler: str) -> bool:
         return getattr(self, f"{sampler}_weights", None) is not None
 
-    def fit_sampler(self, sampler: str, images: Tensor | None = None, refit: bool = True) -> None:
-        """Fit `sampler`'s density to the latents of training images (N, C, H, W), uint8 or in [0, 1]; None: the
-        training split of the Trainer's DataModule. With `refit` False, a fit made with the current weights is kept.
+    def fit_sampler(self, sampler: str, images: Tensor | None = None, batch_size: int = 64, refit: bool = True) -> None:
+        """Fit `sampler`'s density to the latents of training images (N, C, H, W), uint8 or in [0, 1], encoded in
+        batches of `batch_size`; None: the training split of the Trainer's DataModule, in its batch size. With `refit`
+        False, a fit made with the current weights is kept.
 
         The first `FIT_IMAGES` of a fixed permutation of the images are encoded, in batches of the DataModule's
         batch size (the GON's latents and BatchNorm's statistics depend on it), in eval mode under `norm_eval`,
@@ -142,9 +153,8 @@ class LatentModel(ImageModel):
                     "split is at hand to refit it: sampling from the old fit"
                 )
                 return
-        batch_size = 64
         if images is None:
-            images, batch_size = self._training_split() or (None, 64)
+            images, batch_size = self._training_split() or (None, batch_size)
             if images is None:
                 raise SamplerNotReady(
                     f"{type(self).__name__}'s {sampler!r} sampler is fitted to the latents of the training split: "
@@ -157,9 +167,12 @@ class LatentModel(ImageModel):
         for part, value in zip(PARTS, fitted, strict=True):
             self.register_buffer(f"{sampler}_{part}", value.to(self.device))
 
-    def _training_split(self) -> tuple[Tensor, int] | None:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+    def _training_split(self, datamodule: Any = None) -> tuple[Tensor, int] | None:
+        if datamodule is None and self._trainer is not None:
+            datamodule = getattr(self._trainer, "datamodule", None)
         try:
+            if not datamodule.datasets:
+                datamodule.setup("fit")
             return datamodule.splits["train"], datamodule.batch_size  # ImageDataModule's (mapped) uint8 array
         except (AttributeError, KeyError, TypeError):  # no DataModule, not set up, or streamed
             return None
