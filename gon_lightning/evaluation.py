@@ -15,6 +15,7 @@ import inspect
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,11 @@ from gon_lightning.metrics import (
     extract,
     load_extractor,
     reference_features,
-    score_features,
+    score_samples,
+    seeded_subset,
 )
 from gon_lightning.metrics.reference import save_array
+from gon_lightning.models import ImageModel
 
 RESULT_FILE = "sample_quality.json"
 RESULT_FORMAT = 1
@@ -44,22 +47,25 @@ def quantised(images: Tensor) -> Tensor:
     return images.detach().float().clamp(0, 1).mul(255).round().div(255)
 
 
-def draw_samples(model: Any, n: int, batch_size: int, sampler: str | None, seed: int) -> Any:
-    """Yield n samples of `model` in batches of `batch_size`, from a generator seeded with `seed` (the global RNG is
-    restored afterwards)."""
-    takes_sampler = "sampler" in inspect.signature(model.sample).parameters
-    if sampler is not None and not takes_sampler:
+def check_sampler(model: Any, sampler: str | None) -> None:
+    """Refuse a model that cannot sample, or a `sampler` the model does not take."""
+    if type(model).sample is ImageModel.sample:
+        raise UserError(f"{type(model).__name__} cannot sample, so its samples cannot be scored")
+    if sampler is not None and "sampler" not in inspect.signature(model.sample).parameters:
         raise UserError(f"{type(model).__name__} has no choice of sampler: leave --sampler unset")
+
+
+def draw_samples(model: Any, n: int, batch_size: int, sampler: str | None, seed: int) -> Iterator[Tensor]:
+    """Yield n samples of `model` in batches of `batch_size`, from a generator seeded with `seed` (the global RNG is
+    restored afterwards). A model that cannot sample yet raises NotImplementedError (the generation interface's)."""
+    check_sampler(model, sampler)
     options = {"sampler": sampler} if sampler is not None else {}
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for start in range(0, n, batch_size):
-            try:
-                with torch.no_grad():
-                    yield model.sample(min(batch_size, n - start), **options)
-            except NotImplementedError as error:
-                raise UserError(f"{type(model).__name__} cannot sample: {error}") from error
+            with torch.no_grad():
+                yield model.sample(min(batch_size, n - start), **options)
 
 
 def folder_images(folder: str | Path, image_size: int, channels: int, limit: int | None) -> Tensor:
@@ -78,16 +84,8 @@ def folder_images(folder: str | Path, image_size: int, channels: int, limit: int
         array, error = decode_error(root / name, geometry)
         if error is not None:
             raise UserError(f"--image_folder: {root / name} does not decode ({error}); remove it or replace it")
-        out[i] = torch.from_numpy(array)
+        out[i].numpy()[...] = array
     return out
-
-
-def seeded_subset(features: Tensor, count: int, seed: int) -> Tensor:
-    """`count` rows of `features` chosen with a seeded generator (all of them, in order, when count >= N)."""
-    if count >= len(features):
-        return features
-    rows = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))[:count].sort().values
-    return features[rows]
 
 
 def evaluate(
@@ -137,17 +135,17 @@ def evaluate(
         if hasattr(model, "prepare_sampler"):  # a sampler fitted to the training latents is fitted now, once
             model.prepare_sampler(sampler, datamodule)
         batches = draw_samples(model, count, datamodule.batch_size, sampler, seed)
-        fake = torch.cat([extract(features, quantised(batch)) for batch in batches])
+        try:
+            fake = torch.cat([extract(features, quantised(batch)) for batch in batches])
+        except NotImplementedError as error:
+            raise UserError(f"{type(model).__name__} cannot sample: {error}") from error
         source = {"checkpoint": str(Path(ckpt_path).resolve()), "model": type(model).__name__}
         source |= {"batch_size": datamodule.batch_size, "seed": seed}
         sampler_name = sampler or "default"
     floor_fake = seeded_subset(floor_real, len(fake), seed)
 
-    def score(fake_features: Tensor) -> dict[str, float]:
-        manifold = seeded_subset(real, len(fake_features), seed)  # the k-NN sets compared at equal size
-        return score_features(real, fake_features, features.name, nearest_k, manifold, seed=seed)
-
-    figures, floor = score(fake), score(floor_fake)
+    figures = score_samples(real, fake, features.name, nearest_k, seed)
+    floor = score_samples(real, floor_fake, features.name, nearest_k, seed)
     result = {
         "format": RESULT_FORMAT,
         "figures": figures,

@@ -32,9 +32,10 @@ class GONTrainer(Trainer):
         out: str | None = None,
         weights_only: bool | None = None,
     ) -> dict[str, Any]:
-        """Sample quality: the Fréchet and kernel distances, precision, recall, density and coverage of a model's
-        samples (or a folder of images) against the training split, with the test split's own figures beside them
-        as the floor; written to `sample_quality.json` (docs/sample_quality.md).
+        """Score how good a model's samples (or a folder of images) are against the training split.
+
+        The Fréchet and kernel distances, precision, recall, density and coverage, with the test split's own figures
+        beside them as the floor, written to `sample_quality.json` (docs/sample_quality.md).
 
         Args:
             ckpt_path: the checkpoint whose model draws the samples (`last`: the newest run of this model and data).

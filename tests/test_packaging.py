@@ -84,3 +84,11 @@ def test_installed_wheel_finds_its_configs_from_any_directory(installed: Path, t
         env=env,
     )
     assert list((elsewhere / "runs").glob("gon-mnist5k-*"))
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_mnist5k_feature_extractor(wheel):
+    import zipfile
+
+    names = zipfile.ZipFile(wheel[0]).namelist()
+    assert "gon_lightning/metrics/weights/lenet-mnist5k.safetensors" in names

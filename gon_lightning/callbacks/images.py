@@ -14,13 +14,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import BasePredictionWriter, Callback
+from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-from gon_lightning.errors import UserError, positive_ints, require
+from gon_lightning.callbacks.schedule import TimeShareSchedule
+from gon_lightning.errors import UserError, positive_ints
 
 PANELS = ("reconstructions", "samples", "interpolations", "superres")
 
@@ -139,7 +140,7 @@ def log_panels(trainer: pl.Trainer, grids: dict[str, Tensor], prefix: str = "ima
                 logger.experiment.add_image(key, grid, global_step=step)
 
 
-class ImagePanels(Callback):
+class ImagePanels(TimeShareSchedule):
     """After training epochs, draw panels from a fixed batch and save them under `dirpath` and to the logger.
 
     Args:
@@ -176,8 +177,7 @@ class ImagePanels(Callback):
         dirpath: str | None = None,
         log_to_logger: bool = True,
     ) -> None:
-        require(every_n_epochs is None or every_n_epochs >= 0, "images.every_n_epochs", every_n_epochs, ">= 0 or null")
-        require(0 < max_time_share <= 1, "images.max_time_share", max_time_share, "in (0, 1]")
+        super().__init__(every_n_epochs, max_time_share, "images.")
         positive_ints(
             "images.",
             num_images=num_images,
@@ -186,8 +186,6 @@ class ImagePanels(Callback):
             max_side=max_side,
             **({} if render_size is None else {"render_size": render_size}),
         )
-        self.every_n_epochs = every_n_epochs
-        self.max_time_share = max_time_share
         self.num_images = num_images
         self.num_samples = num_samples
         self.interpolation_steps = interpolation_steps
@@ -198,9 +196,6 @@ class ImagePanels(Callback):
         self.log_to_logger = log_to_logger
         self._batch: Tensor | None = None
         self._failed: set[str] = set()
-        self._train_start = 0.0
-        self._drawing_s = 0.0  # time spent drawing in this fit
-        self._last_draw_s = 0.0
 
     def _keep(self, batch: Any) -> None:
         if self._batch is None and isinstance(batch, Tensor):
@@ -223,27 +218,12 @@ class ImagePanels(Callback):
         except (UserError, NotImplementedError) as error:
             raise UserError(f"images.sampler: {error}") from None
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._train_start, self._drawing_s, self._last_draw_s = time.perf_counter(), 0.0, 0.0
-
-    def _due(self, trainer: pl.Trainer, epoch: int) -> bool:
-        if self.every_n_epochs is not None:
-            return bool(self.every_n_epochs) and epoch % self.every_n_epochs == 0
-        last = (
-            trainer.should_stop
-            or (trainer.max_epochs is not None and trainer.max_epochs > 0 and epoch >= trainer.max_epochs)
-            or (trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps)
-        )
-        training_s = time.perf_counter() - self._train_start - self._drawing_s
-        return last or not self._drawing_s or self._drawing_s + self._last_draw_s <= self.max_time_share * training_s
-
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
         if self._batch is not None and self._due(trainer, epoch):
             start = time.perf_counter()
             self.draw(trainer, pl_module, f"epoch{trainer.current_epoch:04d}")  # numbered as Lightning does
-            self._last_draw_s = time.perf_counter() - start
-            self._drawing_s += self._last_draw_s
+            self._spent(time.perf_counter() - start)
 
     @rank_zero_only
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str) -> dict[str, Path]:

@@ -10,6 +10,8 @@ from gon_lightning.metrics.scores import (
     kernel_distance,
     precision_recall_density_coverage,
     score_features,
+    score_samples,
+    seeded_subset,
 )
 
 __all__ = [
@@ -24,5 +26,7 @@ __all__ = [
     "precision_recall_density_coverage",
     "reference_features",
     "score_features",
+    "score_samples",
+    "seeded_subset",
     "split_images",
 ]

@@ -319,7 +319,7 @@ def trained_classifier(name: str, datamodule: Any, device: torch.device | str = 
             "folder): use --extractor inception"
         )
     rank_zero_info(f"Training the {name} feature extractor on {dataset}'s {len(images)} training images (once)")
-    network, accuracy = train_classifier(name, images, labels, test_images, test_labels, device=device)
+    network, accuracy = train_classifier(name, images, labels, test_images, test_labels, TRAIN_STEPS, device=device)
     info = {
         "trained_on": dataset,
         "image_size": datamodule.image_size,

@@ -161,3 +161,21 @@ def score_features(
     figures = {names["fd"]: frechet_distance(real, fake), names["kd_mean"]: kd_mean, names["kd_std"]: kd_std}
     figures.update(precision_recall_density_coverage(real if manifold_real is None else manifold_real, fake, nearest_k))
     return figures
+
+
+def seeded_subset(features: Tensor, count: int, seed: int = 0) -> Tensor:
+    """`count` rows of `features` chosen with a generator seeded with `seed`, in their order (all when count >= N)."""
+    if count >= len(features):
+        return features
+    rows = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+    return features[rows.to(features.device)]
+
+
+def score_samples(
+    reference: Tensor, fake: Tensor, extractor: str, nearest_k: int = NEAREST_K, seed: int = 0
+) -> dict[str, float]:
+    """The evaluation protocol (docs/sample_quality.md): `score_features` of `fake` against the whole `reference`
+    for the Fréchet and kernel distances, and against a subset of it as large as `fake` (seeded) for precision,
+    recall, density and coverage."""
+    manifold = seeded_subset(reference, len(fake), seed)
+    return score_features(reference, fake, extractor, nearest_k, manifold, seed=seed)
