@@ -549,6 +549,7 @@ class Trained:
     sse: float | None = None
     parameters: int | None = None
     fit_s: float | None = None  # wall seconds of `gon-lightning fit`, process start included
+    steps: int | None = None
     quality: dict[str, dict] = field(default_factory=dict)  # sampler -> sample_quality.json
     error: str = ""
 
@@ -563,8 +564,12 @@ def compare_run(trained: Trained, args: argparse.Namespace, work: Path) -> None:
     runs_root = work / f"{trained.model}_{trained.dataset}" / f"seed{trained.seed}"
     log = runs_root.with_suffix(".log")
     done = runs_root / "fit.json"
-    if done.is_file() and json.loads(done.read_text()).get("steps") == args.steps:
-        trained.fit_s = json.loads(done.read_text())["fit_s"]
+    fitted = json.loads(done.read_text()) if done.is_file() else None
+    if fitted is not None and (args.report_only or fitted.get("steps") == args.steps):
+        trained.fit_s, trained.steps = fitted["fit_s"], fitted["steps"]
+    elif args.report_only:
+        trained.error = "not run"
+        return
     else:
         shutil.rmtree(runs_root, ignore_errors=True)
         fit = [
@@ -584,7 +589,7 @@ def compare_run(trained: Trained, args: argparse.Namespace, work: Path) -> None:
         if not gon_lightning(fit, log, args):
             trained.error = f"fit failed: {last_line(log)} (log: {log})"
             return
-        trained.fit_s = time.perf_counter() - began
+        trained.fit_s, trained.steps = time.perf_counter() - began, args.steps
         done.write_text(json.dumps({"steps": args.steps, "fit_s": trained.fit_s}))
     trained.path = next(path for path in runs_root.iterdir() if path.is_dir())
     checkpoint = trained.path / "checkpoints" / "last.ckpt"
@@ -599,10 +604,12 @@ def compare_run(trained: Trained, args: argparse.Namespace, work: Path) -> None:
     ]
     if trained.model not in NO_RECONSTRUCTION:
         tested = trained.path / "test_metrics.json"
-        if not tested.is_file() and not gon_lightning(["test", *common, *args.extra], log, args, append=True):
+        run_test = not tested.is_file() and not args.report_only
+        if run_test and not gon_lightning(["test", *common, *args.extra], log, args, append=True):
             trained.error = f"test failed: {last_line(log)} (log: {log})"
             return
-        trained.sse = json.loads(tested.read_text())["metrics"].get("test/sse")
+        if tested.is_file():
+            trained.sse = json.loads(tested.read_text())["metrics"].get("test/sse")
     for sampler in COMPARE_MODELS[trained.model]:
         out = trained.path / f"quality-{sampler}"
         result = out / "sample_quality.json"
@@ -610,10 +617,12 @@ def compare_run(trained: Trained, args: argparse.Namespace, work: Path) -> None:
             *("evaluate", *common, "--sampler", sampler, "--num_samples", str(args.num_samples)),
             *("--out", str(out), *args.extra),
         ]
-        if not result.is_file() and not gon_lightning(evaluate, log, args, append=True):
+        run_evaluate = not result.is_file() and not args.report_only
+        if run_evaluate and not gon_lightning(evaluate, log, args, append=True):
             trained.error = f"evaluate --sampler {sampler} failed: {last_line(log)} (log: {log})"
             return
-        trained.quality[sampler] = json.loads(result.read_text())
+        if result.is_file():  # a report-only pass shows what was evaluated
+            trained.quality[sampler] = json.loads(result.read_text())
 
 
 def checkpoint_parameters(checkpoint: Path) -> int:
@@ -661,6 +670,9 @@ def compare_report(runs: list[Trained], args: argparse.Namespace, wall: float) -
     fd = fd_name(runs)
     figures = (fd, *QUALITY_FIGURES)
     flags = "; ".join(f"{model}: `{flag}`" for model, flag in args.model_flags) or "none"
+    steps = ", ".join(map(str, sorted({t.steps for t in runs if t.steps}))) or args.steps
+    counts = sorted({q.get("num_samples") for t in runs for q in t.quality.values() if q.get("num_samples")})
+    samples = ", ".join(map(str, counts)) or args.num_samples
     lines = [
         f"# Sample-quality comparison: {datetime.date.today().isoformat()}, {device_description()}",
         "",
@@ -671,8 +683,8 @@ def compare_report(runs: list[Trained], args: argparse.Namespace, wall: float) -
             else f"({wall / 60:.1f} min in all)  "
         ),
         f"Software: {software()}  ",
-        f"Budget: {args.steps} optimizer steps per run (batch 64, the configs' settings otherwise), seeds "
-        f"{', '.join(map(str, args.seed_list))}, {args.num_samples} samples per evaluation. Per-model flags: {flags}.",
+        f"Budget: {steps} optimizer steps per run (batch 64, the configs' settings otherwise), seeds "
+        f"{', '.join(map(str, args.seed_list))}, {samples} samples per evaluation. Per-model flags: {flags}.",
         "",
         "How to read it: every model is trained for the same number of steps from its repository config "
         "(`gon-lightning fit`), then `gon-lightning test` gives the test SSE (per image, the papers' figure; the "
@@ -738,12 +750,9 @@ def compare(args: argparse.Namespace) -> int:
 
     def do(trained: Trained) -> None:
         began = time.perf_counter()
-        if args.report_only:
-            runs_root = work / f"{trained.model}_{trained.dataset}" / f"seed{trained.seed}"
-            if not (runs_root / "fit.json").is_file():
-                trained.error = "not run"
-                return
         compare_run(trained, args, work)
+        if trained.error == "not run":
+            return
         outcome = trained.error or f"sse {fmt(trained.sse)}; " + "; ".join(
             f"{s}: {fmt(quality_figures(q).get(fd_name([trained])))}" for s, q in trained.quality.items()
         )
