@@ -8,16 +8,15 @@ the epoch it follows, and the precision/recall/density/coverage pass at 10,000 x
     batches of 256; `inception` (random weights of its layout) on a few images, since it runs at 299 px.
 (2) one in-loop evaluation: `gon-lightning fit --config quickstart` for one full epoch with `SampleQuality`
     (`--num-samples`, default 1000), the callback's evaluation timed beside the epoch's training time.
-(3) the k-NN pass of precision, recall, density and coverage, and the whole `score_samples`, on N x N random
-    features of each size in `--dims`, each in a fresh process whose peak resident memory is reported beside the
-    features' own size and what the full N x N float64 distance matrix alone would take.
+(3) the k-NN pass of precision, recall, density and coverage (and every figure, `score_samples`, for the first
+    size) on N x N random features of each size in `--dims`, each in a fresh process whose peak resident memory
+    above what it held before the pass is reported beside what one full N x N float64 distance matrix would take.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ def best_rate(run, count: int, rounds: int = 3) -> float:
     return count / best
 
 
-def extractor_rates(threads: int) -> None:
+def extractor_rates(threads: int, inception_images: int) -> None:
     from gon_lightning.metrics import extract
     from gon_lightning.metrics.extractors import (
         SHIPPED_WEIGHTS,
@@ -49,7 +48,7 @@ def extractor_rates(threads: int) -> None:
 
     lenet = load_classifier(SHIPPED_WEIGHTS[("lenet", "MNIST5kDataModule")])
     resnet = ClassifierFeatures("resnet", SmallResNet(3, 10).eval(), "random").requires_grad_(False)
-    grey, colour = torch.rand(2048, 1, 32, 32), torch.rand(2048, 3, 32, 32)
+    grey, colour = torch.rand(2048, 1, 32, 32), torch.rand(512, 3, 32, 32)
     print(f"(1) features/s on {threads} thread(s), batches of 256:")
     print(f"    lenet      {best_rate(lambda: extract(lenet, grey), len(grey)):9.0f} img/s (32 px grey)")
     print(f"    resnet     {best_rate(lambda: extract(resnet, colour), len(colour)):9.0f} img/s (32 px colour)")
@@ -65,7 +64,7 @@ def extractor_rates(threads: int) -> None:
         from gon_lightning.metrics import load_extractor
 
         inception = load_extractor("inception", weights=Path(folder) / "inception.pth")
-        few = torch.rand(16, 3, 32, 32)
+        few = torch.rand(inception_images, 3, 32, 32)
         rate = best_rate(lambda: extract(inception, few, batch_size=16), len(few), rounds=2)
         print(f"    inception  {rate:9.1f} img/s (32 px colour, resized to 299)")
 
@@ -94,7 +93,7 @@ def in_loop_cost(threads: int, num_samples: int, root: Path) -> None:
             measured["training"] = time.perf_counter() - measured["start"]
 
     SampleQuality.measure = timed
-    args = ["fit", "--config", str(ROOT / "configs" / "quickstart.yaml"), f"--data.root={root / 'data'}"]
+    args = ["--config", str(ROOT / "configs" / "quickstart.yaml"), f"--data.root={root / 'data'}"]
     args += [f"--runs_root={root / 'runs'}", "--trainer.max_epochs=1", "--trainer.logger=CSVLogger"]
     args += ["--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false"]
     args += ["--trainer.callbacks+=SampleQuality", "--trainer.callbacks.every_n_epochs=1"]
@@ -109,36 +108,54 @@ def in_loop_cost(threads: int, num_samples: int, root: Path) -> None:
           f"(62 batches of 64): {share:.0%} of it")  # fmt: skip
 
 
-def knn_pass(n: int, dims: int) -> None:
-    """Run in a fresh process: print JSON with the times; the parent reads this process's peak memory."""
+def peak_resident_mib() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def resident_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def knn_pass(n: int, dims: int, score: int) -> None:
+    """Run in a fresh process: print JSON with the times and memory (peak reset to the current use first)."""
     from gon_lightning.metrics import precision_recall_density_coverage, score_samples
 
     g = torch.Generator().manual_seed(0)
     real, fake = torch.randn(n, dims, generator=g), torch.randn(n, dims, generator=g) + 0.1
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident size
+    baseline = resident_mib()
     start = time.perf_counter()
     precision_recall_density_coverage(real, fake)
     prdc_s = time.perf_counter() - start
-    prdc_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    prdc_peak = peak_resident_mib()
     start = time.perf_counter()
-    score_samples(real, fake, "bench")
-    score_s = time.perf_counter() - start
-    print(json.dumps({"baseline_kib": baseline, "prdc_peak_kib": prdc_peak, "prdc_s": prdc_s, "score_s": score_s}))
+    if score:
+        score_samples(real, fake, "bench")
+    score_s = time.perf_counter() - start if score else None
+    print(json.dumps({"baseline": baseline, "peak": prdc_peak, "prdc_s": prdc_s, "score_s": score_s}))
 
 
 def knn_costs(n: int, dims: list[int], threads: int) -> None:
-    print(f"(3) N = {n} real x {n} fake features, {threads} thread(s) (peak resident memory of a fresh process):")
+    print(f"(3) N = {n} real x {n} fake features, {threads} thread(s) (resident memory of a fresh process):")
     for d in dims:
-        command = [sys.executable, __file__, "--knn-pass", str(n), str(d), "--threads", str(threads)]
+        score = int(d == dims[0])  # every figure for the first size only: KID at d 2048 takes minutes on a CPU
+        command = [sys.executable, __file__, "--knn-pass", str(n), str(d), str(score), "--threads", str(threads)]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         figures = json.loads(done.stdout.strip().splitlines()[-1])
         features_mb = 2 * n * d * 4 / 2**20
         matrix_mb = n * n * 8 / 2**20
         print(
-            f"    d {d:5d}: P/R/D/C {figures['prdc_s']:6.1f} s, peak {figures['prdc_peak_kib'] / 1024:6.0f} MiB "
-            f"({(figures['prdc_peak_kib'] - figures['baseline_kib']) / 1024:5.0f} MiB above the process with its "
-            f"features, {features_mb:.0f} MiB of float32 features; one full {n} x {n} float64 matrix: "
-            f"{matrix_mb:.0f} MiB); every figure (score_samples) {figures['score_s']:6.1f} s"
+            f"    d {d:5d}: P/R/D/C {figures['prdc_s']:6.1f} s, peak {figures['peak'] - figures['baseline']:5.0f} MiB "
+            f"above the process holding its {features_mb:.0f} MiB of features (one full {n} x {n} float64 "
+            f"distance matrix: {matrix_mb:.0f} MiB)"
+            + (f"; every figure (score_samples) {figures['score_s']:.1f} s" if figures["score_s"] is not None else "")
         )
 
 
@@ -148,14 +165,15 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000, help="real and fake features of the k-NN pass")
     parser.add_argument("--dims", type=int, nargs="+", default=[84, 2048], help="feature sizes of the k-NN pass")
     parser.add_argument("--num-samples", type=int, default=1000, help="samples of the in-loop evaluation")
+    parser.add_argument("--inception-images", type=int, default=16, help="images of the Inception rate")
     parser.add_argument("--skip-loop", action="store_true", help="leave out (2), the one-epoch fit")
-    parser.add_argument("--knn-pass", type=int, nargs=2, metavar=("N", "D"), help=argparse.SUPPRESS)
+    parser.add_argument("--knn-pass", type=int, nargs=3, metavar=("N", "D", "SCORE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.knn_pass:
         knn_pass(*args.knn_pass)
         return
-    extractor_rates(args.threads)
+    extractor_rates(args.threads, args.inception_images)
     if not args.skip_loop:
         with tempfile.TemporaryDirectory() as folder:
             in_loop_cost(args.threads, args.num_samples, Path(folder))

@@ -125,8 +125,8 @@ def evaluate(
     if image_folder is not None:
         fake_images = folder_images(image_folder, datamodule.image_size, datamodule.channels, num_samples)
         fake = extract(features, fake_images)
-        source: dict[str, Any] = {"image_folder": str(Path(image_folder).expanduser().resolve())}
-        sampler_name = None
+        source: dict[str, Any] = {"checkpoint": None, "model": None, "sampler": None, "seed": None}
+        source |= {"batch_size": None, "image_folder": str(Path(image_folder).expanduser().resolve())}
     else:
         assert ckpt_path is not None
         load_weights(model, ckpt_path)
@@ -140,23 +140,26 @@ def evaluate(
         except NotImplementedError as error:
             raise UserError(f"{type(model).__name__} cannot sample: {error}") from error
         source = {"checkpoint": str(Path(ckpt_path).resolve()), "model": type(model).__name__}
-        source |= {"batch_size": datamodule.batch_size, "seed": seed}
-        sampler_name = sampler or "default"
+        source |= {"sampler": sampler or "default", "seed": seed, "batch_size": datamodule.batch_size}
+        source |= {"image_folder": None}
     floor_fake = seeded_subset(floor_real, len(fake), seed)
 
     figures = score_samples(real, fake, features.name, nearest_k, seed)
     floor = score_samples(real, floor_fake, features.name, nearest_k, seed)
+    described = features.describe()
     result = {
         "format": RESULT_FORMAT,
-        "figures": figures,
+        "figures": list(figures),  # the names of the figures, each a key of its own
+        **figures,
         "num_samples": len(fake),
-        "sampler": sampler_name,
-        "source": source,
-        "extractor": features.describe(),
+        **source,
+        "extractor": described.pop("name"),
+        "extractor_sha256": described.pop("sha256"),
+        "extractor_info": described,
         "nearest_k": nearest_k,
         "reference": {"dataset": dataset, "split": REFERENCE_SPLIT, "image_size": datamodule.image_size}
         | {"count": len(real)},
-        "floor": {"split": FLOOR_SPLIT, "count": len(floor_fake), "figures": floor},
+        "floor": {"split": FLOOR_SPLIT, "count": len(floor_fake), **floor},
     }
     folder = Path(out).expanduser() if out is not None else Path(trainer.default_root_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -185,19 +188,16 @@ def _number(value: float) -> str:
 
 def table(result: dict[str, Any], path: Path) -> str:
     """The figures of the samples beside the test split's (the floor), and what they were computed on."""
-    extractor, reference, floor = result["extractor"], result["reference"], result["floor"]
-    source = result["source"]
-    what = source.get("image_folder") or f"{source['model']} (sampler {result['sampler']})"
+    reference, floor = result["reference"], result["floor"]
+    what = result["image_folder"] or f"{result['model']} (sampler {result['sampler']})"
     lines = [
         f"sample quality of {result['num_samples']} images of {what}",
         f"against {reference['dataset']} {reference['split']} ({reference['count']} images, {reference['image_size']} "
-        f"px) on {extractor['name']} features (sha256 {extractor['sha256'][:12]}), nearest_k {result['nearest_k']}",
+        f"px) on {result['extractor']} features (sha256 {result['extractor_sha256'][:12]}), nearest_k "
+        f"{result['nearest_k']}",
         f"{'figure':<16}{'samples':>14}{'test split (floor, ' + str(floor['count']) + ')':>30}",
     ]
-    lines += [
-        f"{name:<16}{_number(value):>14}{_number(floor['figures'][name]):>30}"
-        for name, value in result["figures"].items()
-    ]
+    lines += [f"{name:<16}{_number(result[name]):>14}{_number(floor[name]):>30}" for name in result["figures"]]
     lines.append(f"written to {path}")
     return "\n".join(lines)
 

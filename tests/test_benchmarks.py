@@ -80,3 +80,13 @@ def test_size_throughput_reports_each_size():
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith(("| 32 |", "| 64 |"))]
     assert len(rows) == 2 and all(row.count("|") == 7 for row in rows)
+
+
+@pytest.mark.slow
+def test_sample_quality_benchmark_reports_each_cost(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "sample_quality.py"), "--threads", "1", "--skip-loop"]
+    command += ["--inception-images", "2", "--n", "200", "--dims", "8"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for label in ("lenet", "resnet", "inception", "d     8: P/R/D/C", "peak"):
+        assert label in done.stdout

@@ -164,7 +164,7 @@ def test_only_the_invoked_subcommands_parser_is_built(monkeypatch, capsys: pytes
     built.clear()
     with pytest.raises(SystemExit):
         main(["--help"])  # no subcommand named: every one is listed
-    assert len(built) == 4 + len(GONTrainer.SUBCOMMANDS)
+    assert len(built) == 4 + len(GONTrainer.SUBCOMMANDS)  # Lightning's four and gon-lightning's own
     listed = capsys.readouterr().out.split("Available subcommands:", 1)[1]
     assert all(name in listed for name in ("fit", "validate", "test", "predict", *GONTrainer.SUBCOMMANDS))
     with pytest.raises(SystemExit) as failed:

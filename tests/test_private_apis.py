@@ -177,3 +177,9 @@ def test_wandb_lists_installed_packages_at_start_unless_x_save_requirements_is_o
     assert wandb.Settings(x_save_requirements=False).x_save_requirements is False
     source = inspect.getsource(wandb_run.Run._on_start)
     assert "if self._settings.x_save_requirements" in source and "working_set()" in source
+
+
+def test_lightning_cli_instantiates_the_trainer_with_its_own_callbacks_apart():
+    source = inspect.getsource(LightningCLI.instantiate_trainer)
+    assert "callback_keys" in source and "self._instantiate_trainer(trainer_config, extra_callbacks)" in source
+    assert list(inspect.signature(LightningCLI._instantiate_trainer).parameters) == ["self", "config", "callbacks"]

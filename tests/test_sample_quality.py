@@ -291,18 +291,25 @@ def test_evaluate_writes_the_figures_beside_the_checkpoint_bit_for_bit(mnist_roo
     result = json.loads((trained_run / "sample_quality.json").read_text())
     printed = capsys.readouterr().out
     assert "fd_lenet" in printed and "floor" in printed and "sample_quality.json" in printed
-    assert set(result) >= {"figures", "floor", "nearest_k", "extractor", "sampler", "num_samples", "reference"}
+    names = ["fd_lenet", "kd_mean_lenet", "kd_std_lenet", "precision", "recall", "density", "coverage"]
+    assert result["figures"] == names and all(isinstance(result[name], float) for name in names)
     assert result["num_samples"] == 40 and result["sampler"] == "default" and result["nearest_k"] == 5
-    assert result["extractor"]["sha256"] == file_sha256(LENET_MNIST5K)
+    assert result["checkpoint"] == str(ckpt.resolve()) and result["model"] == "GON" and result["image_folder"] is None
+    assert result["extractor"] == "lenet" and result["extractor_sha256"] == file_sha256(LENET_MNIST5K)
+    assert result["extractor_info"]["test_accuracy"] == 0.97
     assert result["reference"] == {"dataset": "MNISTDataModule", "split": "train", "image_size": 32, "count": 256}
     assert result["floor"]["split"] == "test" and result["floor"]["count"] == 40
-    assert set(result["floor"]["figures"]) == set(result["figures"]) and "fd_lenet" in result["figures"]
-    assert result["figures"]["fd_lenet"] > result["floor"]["figures"]["fd_lenet"]  # one tiny epoch vs real digits
+    assert all(isinstance(result["floor"][name], float) for name in names)
+    assert result["fd_lenet"] > result["floor"]["fd_lenet"]  # one tiny epoch vs real digits
+    from gon_lightning.export import run_records
+
+    assert run_records(trained_run, ckpt)[1] == result  # what `export` puts in the model card
     fake = np.load(trained_run / "fake_features.npy")
     assert fake.shape == (40, 84) and np.load(trained_run / "real_features.npy").shape == (256, 84)
     out = tmp_path / "again"
     main(evaluate_args(mnist_root, runs, f"--ckpt_path={ckpt}", "--num_samples=40", f"--out={out}"))
-    assert json.loads((out / "sample_quality.json").read_text())["figures"] == result["figures"]  # bit for bit
+    again = json.loads((out / "sample_quality.json").read_text())
+    assert [again[name] for name in names] == [result[name] for name in names]  # bit for bit
 
 
 def test_evaluate_scores_a_folder_of_images(mnist_root, tmp_path, digits) -> None:
@@ -316,10 +323,12 @@ def test_evaluate_scores_a_folder_of_images(mnist_root, tmp_path, digits) -> Non
     runs, out = tmp_path / "runs", tmp_path / "out"
     main(evaluate_args(mnist_root, runs, f"--image_folder={folder}", f"--out={out}"))
     result = json.loads((out / "sample_quality.json").read_text())
-    assert result["num_samples"] == 64 and result["sampler"] is None
-    assert result["source"]["image_folder"] == str(folder.resolve())
+    assert result["num_samples"] == 64 and result["sampler"] is None and result["checkpoint"] is None
+    assert result["image_folder"] == str(folder.resolve())
     # the same images as the test split, decoded the same way (in another order): the floor's figures
-    assert result["figures"] == pytest.approx(result["floor"]["figures"], rel=1e-6)
+    assert {n: result[n] for n in result["figures"]} == pytest.approx(
+        {n: result["floor"][n] for n in result["figures"]}
+    )
 
 
 def run_error(args: list[str], capsys) -> str:
@@ -404,3 +413,22 @@ def test_a_model_that_cannot_sample_is_refused_before_training(mnist_root, tmp_p
         SampleQuality().on_fit_start(Fake(), Reconstructor())
     with pytest.raises(UserError, match="num_samples"):
         SampleQuality(num_samples=5)
+
+
+@pytest.mark.slow
+def test_held_out_digits_beat_a_trained_models_samples_which_beat_noise(tmp_path, mnist5k, lenet) -> None:
+    """The paper GON after 2 epochs on MNIST5k (the quickstart), on the shipped LeNet: its samples are blobs, far
+    from the held-out digits (the floor) and yet far nearer to digits than uniform noise is."""
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    quickstart = ["--config=quickstart", f"--data.root={data}", f"--runs_root={runs}", "--trainer.logger=CSVLogger"]
+    main(["fit", *quickstart, "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false"])
+    ckpt = only_run(runs) / "checkpoints" / "last.ckpt"
+    main(["evaluate", *quickstart, f"--ckpt_path={ckpt}", "--num_samples=1000"])
+    result = json.loads((only_run(runs) / "sample_quality.json").read_text())
+    samples, held_out = result, result["floor"]
+    noise_images = torch.rand(1000, 1, 32, 32, generator=torch.Generator().manual_seed(7)).mul(255).round().div(255)
+    noise = score_samples(reference_features(mnist5k, "train", lenet), extract(lenet, noise_images), "lenet")
+    assert result["num_samples"] == result["floor"]["count"] == 1000
+    assert 20 * held_out["fd_lenet"] < samples["fd_lenet"] and 1.4 * samples["fd_lenet"] < noise["fd_lenet"]
+    assert held_out["coverage"] > 0.9 and samples["coverage"] > 10 * noise["coverage"]
+    assert held_out["density"] > 0.8 > samples["density"] > noise["density"]

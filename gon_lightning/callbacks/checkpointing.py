@@ -26,6 +26,7 @@ from gon_lightning.runs import (
     read_torch_file,
     slurm_detected,
     slurm_job_id,
+    source_commit,
 )
 
 
@@ -212,7 +213,12 @@ class RunState(Callback):
             "model": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
             "run_dir": self.run_dir,
             "wandb_id": self.wandb_id,
+            "commit": source_commit(),  # the code that trained it, for the model card of an export
         }
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.checkpoint_callback is None:  # checkpointing off: an epoch's metrics and panels are the result
+            keep_run()
 
     # an evaluation's result: its metrics are logged (and, for test and predict, written) once its loop ends
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -265,9 +271,10 @@ class RunState(Callback):
         if not isinstance(exception, SIGTERMException) or trainer.sanity_checking:
             return
         checkpoint = trainer.checkpoint_callback
-        dirpath = getattr(checkpoint, "dirpath", None) or os.path.join(self.run_dir, "checkpoints")
-        path = os.path.join(dirpath, "last.ckpt")
-        trainer.save_checkpoint(path)
+        path = None  # checkpointing is off (trainer.enable_checkpointing false): nothing is written
+        if checkpoint is not None:
+            path = os.path.join(checkpoint.dirpath or os.path.join(self.run_dir, "checkpoints"), "last.ckpt")
+            trainer.save_checkpoint(path)
         self.interrupted = {"signal": self._signal or "SIGTERM", "checkpoint": path, "step": trainer.global_step}
         if self._signal == "SIGUSR1" and trainer.is_global_zero:
             self.interrupted["requeued"] = requeue_slurm_job()

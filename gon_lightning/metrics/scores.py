@@ -172,10 +172,15 @@ def seeded_subset(features: Tensor, count: int, seed: int = 0) -> Tensor:
 
 
 def score_samples(
-    reference: Tensor, fake: Tensor, extractor: str, nearest_k: int = NEAREST_K, seed: int = 0
+    reference: Tensor,
+    fake: Tensor,
+    extractor: str,
+    nearest_k: int = NEAREST_K,
+    seed: int = 0,
+    kid_subsets: int = KID_SUBSETS,
 ) -> dict[str, float]:
     """The evaluation protocol (docs/sample_quality.md): `score_features` of `fake` against the whole `reference`
     for the Fréchet and kernel distances, and against a subset of it as large as `fake` (seeded) for precision,
     recall, density and coverage."""
     manifold = seeded_subset(reference, len(fake), seed)
-    return score_features(reference, fake, extractor, nearest_k, manifold, seed=seed)
+    return score_features(reference, fake, extractor, nearest_k, manifold, kid_subsets, seed=seed)

@@ -17,6 +17,7 @@ from gon_lightning.runs.checkpoints import (
     load_checkpoint_file,
     read_torch_file,
     resolve_ckpt_path,
+    source_commit,
 )
 from gon_lightning.runs.configs import (
     PACKAGED_CONFIGS,
@@ -25,6 +26,7 @@ from gon_lightning.runs.configs import (
     resolve_config_names,
     run_name,
     short_name,
+    with_run_config,
 )
 from gon_lightning.runs.folders import (
     DEFAULT_RUNS_ROOT,
@@ -50,7 +52,7 @@ from gon_lightning.runs.loggers import (
     wandb_settings,
     with_csv_beside_wandb,
 )
-from gon_lightning.runs.messages import fit_summary, stopped_message
+from gon_lightning.runs.messages import NO_CHECKPOINTS, fit_summary, stopped_message
 from gon_lightning.runs.wandb_shims import skip_pandas_import_for_media, skip_unstaged_launch_inputs
 
 __all__ = [
@@ -60,6 +62,7 @@ __all__ = [
     "EVALUATION_OPTIONS",
     "EVALUATION_SUBCOMMANDS",
     "LIGHTNING_CKPT_PATHS",
+    "NO_CHECKPOINTS",
     "PACKAGED_CONFIGS",
     "RUN_DIR_ENV",
     "WANDB_ID_ENV",
@@ -92,9 +95,11 @@ __all__ = [
     "slurm_job_id",
     "slurm_job_name",
     "slurm_restart_count",
+    "source_commit",
     "stopped_message",
     "wandb_logged_in",
     "wandb_offline",
     "wandb_settings",
     "with_csv_beside_wandb",
+    "with_run_config",
 ]
