@@ -643,9 +643,11 @@ def checkpoint_parameters(checkpoint: Path) -> int:
 
 def quality_figures(result: dict, floor: bool = False) -> dict[str, float]:
     """The figures of a sample_quality.json (or of its floor, the test split against the same reference)."""
-    figures = result.get("floor", {}) if floor else result
-    figures = figures.get("figures", figures)
-    return {name: value for name, value in figures.items() if isinstance(value, (int, float))}
+    source = result.get("floor", {}) if floor else result
+    names = result.get("figures", [])
+    if isinstance(names, dict):  # format 1 (the runs of reports/2026-12-01-cpu-samples.md): the figures nested
+        return {k: v for k, v in (source["figures"] if floor else names).items() if isinstance(v, (int, float))}
+    return {name: source[name] for name in names if isinstance(source.get(name), (int, float))}
 
 
 def fd_name(runs: list[Trained]) -> str:

@@ -207,7 +207,7 @@ def test_the_comparison_report_shows_each_sampler_beside_the_floor(tmp_path):
 
     def result(fd: float) -> dict:
         figures = {"fd_lenet": fd, "precision": 0.5, "recall": 0.25, "density": 0.4, "coverage": 0.3}
-        return {"figures": figures, "floor": {"figures": {**figures, "fd_lenet": 1.0}}}
+        return {"figures": list(figures), **figures, "floor": {**figures, "fd_lenet": 1.0}}
 
     runs = [
         reproduce.Trained("ae", "mnist5k", seed, sse=10.0 + seed, parameters=607_649, fit_s=5.0,
