@@ -132,6 +132,8 @@ def evaluate(
         load_weights(model, ckpt_path)
         model.to(device).eval()
         count = num_samples or min(DEFAULT_SAMPLES, len(real))
+        if hasattr(model, "prepare_sampler"):  # a sampler fitted to the training latents is fitted now, once
+            model.prepare_sampler(sampler, datamodule)
         batches = draw_samples(model, count, datamodule.batch_size, sampler, seed)
         try:
             fake = torch.cat([extract(features, quantised(batch)) for batch in batches])

@@ -188,7 +188,7 @@ def test_render_chunk_must_be_positive() -> None:
 @pytest.mark.parametrize("size", IMAGE_SIZES)
 def test_panels_stay_within_their_side(size: int) -> None:
     model = GON(nz=8, ngf=2, image_shape=(1, size, size))
-    model.sample = lambda n: torch.rand(n, 1, size, size)
+    model.sample = lambda n, sampler=None: torch.rand(n, 1, size, size)
     model.render = lambda z, render_size: torch.rand(len(z), 1, render_size, render_size)
     x = torch.rand(16, 1, size, size)  # the defaults: 16 originals, 16 samples, 8 interpolation steps
     if size == 256:

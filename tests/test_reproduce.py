@@ -199,3 +199,50 @@ def test_a_small_grid_runs_through_the_cli_and_reports(tmp_path, mnist_root):
     assert rows[("gon", "mnist", "test/sse @ 1")][3].endswith("(2)")
     assert rows[("gon", "mnist", "test/sse @ 2")][3].endswith("(1)")  # never more runs than reached it
     assert log.stat().st_mtime == before
+
+
+def test_the_comparison_report_shows_each_sampler_beside_the_floor(tmp_path):
+    args = reproduce.parse(["--compare", "--models", "ae", "gopt", "--datasets", "mnist5k", "--seeds", "2"])
+    assert args.models == ["ae", "gopt"] and args.steps == 250 and args.seed_list == [0, 1]
+
+    def result(fd: float) -> dict:
+        figures = {"fd_lenet": fd, "precision": 0.5, "recall": 0.25, "density": 0.4, "coverage": 0.3}
+        return {"figures": list(figures), **figures, "floor": {**figures, "fd_lenet": 1.0}}
+
+    runs = [
+        reproduce.Trained("ae", "mnist5k", seed, sse=10.0 + seed, parameters=607_649, fit_s=5.0,
+                          quality={"gaussian": result(30.0 + seed), "gmm": result(20.0 + seed)})
+        for seed in (0, 1)
+    ]  # fmt: skip
+    runs.append(reproduce.Trained("gopt", "mnist5k", 0, parameters=42_353, quality={"optimised": result(50.0)}))
+    runs.append(reproduce.Trained("gopt", "mnist5k", 1, error="fit failed: boom"))
+    text = reproduce.compare_report(runs, args, 60.0)
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:3]): line for line in text.splitlines()}
+    assert "| 607,649 | 10.5 ± 0.707 (2) | 30.5 ± 0.707 (2) |" in rows[("ae", "gaussian", "mnist5k")]
+    assert "| 20.5 ± 0.707 (2) |" in rows[("ae", "gmm", "mnist5k")]
+    assert "| - | 50 (1) |" in rows[("gopt", "optimised", "mnist5k")]  # no encoder: no SSE
+    assert "| 1 | 0.5 | 0.25 |" in rows[("real test images", "-", "mnist5k")]  # the floor
+    assert "seed 1: fit failed: boom" in rows[("gopt", "failed", "mnist5k")]
+    with pytest.raises(SystemExit):
+        reproduce.parse(["--compare", "--model-flags", "nocolon"])
+
+
+@pytest.mark.slow
+def test_a_tiny_comparison_runs_through_fit_test_and_evaluate(tmp_path):
+    out, work = tmp_path / "samples.md", tmp_path / "work"
+    argv = [
+        *("--compare", "--models", "ae", "--datasets", "mnist5k", "--data-root", str(tmp_path / "data")),
+        *("--steps", "4", "--seeds", "1", "--num-samples", "64", "--out", str(out), "--work-dir", str(work)),
+        *("--model-flags", "ae:--model.init_args.nz=8", "--model-flags", "ae:--model.init_args.gmm_components=2"),
+    ]
+    assert reproduce.main(argv) == 0
+    text = out.read_text()
+    assert "| ae | gaussian | mnist5k |" in text and "| ae | gmm | mnist5k |" in text
+    assert "| real test images | - | mnist5k |" in text and "fd_lenet" in text
+    run = next((work / "ae_mnist5k" / "seed0").iterdir())
+    gmm = json.loads((run / "quality-gmm" / "sample_quality.json").read_text())
+    assert gmm["sampler"] == "gmm" and gmm["num_samples"] == 64
+    log = work / "ae_mnist5k" / "seed0.log"
+    before = log.stat().st_mtime
+    assert reproduce.main(argv) == 0  # a rerun reuses the trained, tested and evaluated run
+    assert log.stat().st_mtime == before

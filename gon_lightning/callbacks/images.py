@@ -21,7 +21,7 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from gon_lightning.callbacks.schedule import TimeShareSchedule
-from gon_lightning.errors import positive_ints
+from gon_lightning.errors import UserError, positive_ints
 
 PANELS = ("reconstructions", "samples", "interpolations", "superres")
 
@@ -60,8 +60,10 @@ def make_panels(
     interpolation_steps: int = 8,
     render_size: int | None = None,
     max_side: int = MAX_SIDE,
+    sampler: str | None = None,
 ) -> dict[str, Tensor]:
-    """Image grids (C, H, W) in [0, 1] for what `model` supports, from a batch `x` of originals.
+    """Image grids (C, H, W) in [0, 1] for what `model` supports, from a batch `x` of originals; the samples are
+    drawn by `sampler` (one of `model.samplers`; None: the model's default).
 
     Super-resolution renders are `render_size` px a side, by default twice the originals'.
     Each panel stays within `max_side` pixels a side (plus the 1 px padding): at large images it shows fewer of
@@ -86,7 +88,7 @@ def make_panels(
             grids["reconstructions"] = make_grid(_as_images(torch.cat(pairs)), nrow=cols, padding=1)
         cols = min(math.ceil(math.sqrt(n_samples)), max(1, per_side))
         n = _fit(n_samples, cols * per_side, "samples", side, max_side)
-        samples = _try(lambda: model.sample(n))
+        samples = _try(lambda: model.sample(n, sampler))
         if samples is not None:
             grids["samples"] = make_grid(_as_images(samples), nrow=min(cols, math.ceil(math.sqrt(n))), padding=1)
         if len(x) >= 2:
@@ -155,6 +157,9 @@ class ImagePanels(TimeShareSchedule):
         max_side: most pixels a side of a panel (`make_panels`): at large images the panels show fewer (the
             default fits the default panels whole up to 128 px; at 256 px they keep 8 reconstructions and 4
             interpolation steps), with a warning.
+        sampler: how the sample panel draws: one of the model's samplers (`gaussian`, `gmm`, `prior`, ...: the
+            model's `samplers`); None: the model's default. `gmm` (and the autoencoders' `gaussian`) is refitted
+            to the training latents at each panel after the weights changed: seconds (docs/gon_family.md, "Samplers").
         dirpath: where the PNGs go; the CLI sets it to `<run>/images`.
         log_to_logger: also send the grids to the logger.
     """
@@ -168,6 +173,7 @@ class ImagePanels(TimeShareSchedule):
         interpolation_steps: int = 8,
         render_size: int | None = None,
         max_side: int = MAX_SIDE,
+        sampler: str | None = None,
         dirpath: str | None = None,
         log_to_logger: bool = True,
     ) -> None:
@@ -185,6 +191,7 @@ class ImagePanels(TimeShareSchedule):
         self.interpolation_steps = interpolation_steps
         self.render_size = render_size
         self.max_side = max_side
+        self.sampler = sampler
         self.dirpath = dirpath
         self.log_to_logger = log_to_logger
         self._batch: Tensor | None = None
@@ -203,6 +210,14 @@ class ImagePanels(TimeShareSchedule):
         if batch_idx == 0:
             self._keep(batch)  # fallback when there is no validation
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.sampler is None:
+            return
+        try:  # a sampler the model does not have: said before training, naming this option
+            pl_module.checked_sampler(self.sampler)
+        except (UserError, NotImplementedError) as error:
+            raise UserError(f"images.sampler: {error}") from None
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
         if self._batch is not None and self._due(trainer, epoch):
@@ -216,7 +231,13 @@ class ImagePanels(TimeShareSchedule):
         pl_module.eval()
         try:
             grids = make_panels(
-                pl_module, self._batch, self.num_samples, self.interpolation_steps, self.render_size, self.max_side
+                pl_module,
+                self._batch,
+                self.num_samples,
+                self.interpolation_steps,
+                self.render_size,
+                self.max_side,
+                self.sampler,
             )
         finally:
             pl_module.train(was_training)

@@ -9,13 +9,16 @@ from torch import Tensor
 from gon_lightning.errors import MODEL, positive_int
 from gon_lightning.models.base import ConvNetModel
 from gon_lightning.models.gon import paper_loss
+from gon_lightning.models.latent import LatentModel
 from gon_lightning.nn import ConvEncoder
 from gon_lightning.nn.networks import NetworkFactory
 
 
-class ConvAutoencoder(ConvNetModel):
-    """Encoder (images -> nz) and decoder (nz -> images) trained on the GON paper's loss. Other options: the
-    networks' (`ConvNetModel`) and the shared ones (`ImageModel`).
+class ConvAutoencoder(ConvNetModel, LatentModel):
+    """Encoder (images -> nz) and decoder (nz -> images) trained on the GON paper's loss. Samples decode
+    latents drawn from a Gaussian (`gaussian`, the default) or a Gaussian mixture (`gmm`) fitted to the encoded
+    training split (models/latent.py). Other options: the networks' (`ConvNetModel`), the samplers' (`LatentModel`)
+    and the shared ones (`ImageModel`).
 
     Args:
         nz: latent size.

@@ -135,9 +135,29 @@ class ImageModel(pl.LightningModule, ABC):
         """Images in [0, 1] from latents."""
         raise NotImplementedError(f"{type(self).__name__} has no latent decoder")
 
-    def sample(self, n: int) -> Tensor:
-        """n new images in [0, 1]."""
+    #: the sampler names `sample` takes, the model's default first (`models/latent.py` describes them)
+    samplers: tuple[str, ...] = ()
+
+    def sample(self, n: int, sampler: str | None = None) -> Tensor:
+        """n new images in [0, 1], drawn by `sampler`: one of `samplers`, None for the model's default."""
         raise NotImplementedError(f"{type(self).__name__} cannot sample")
+
+    def checked_sampler(self, sampler: str | None) -> str:
+        """The sampler `sample(n, sampler)` uses; a name the model does not have is a UserError naming those it has."""
+        if not self.samplers:
+            raise NotImplementedError(f"{type(self).__name__} cannot sample")
+        if sampler is None:
+            return self.samplers[0]
+        if sampler not in self.samplers:
+            raise UserError(
+                f"{type(self).__name__} has no sampler {sampler!r}; its samplers: {', '.join(self.samplers)} "
+                f"(default {self.samplers[0]})"
+            )
+        return sampler
+
+    def prepare_sampler(self, sampler: str | None, datamodule: Any = None) -> None:
+        """Make `sampler` ready to draw, fitting what it needs from `datamodule`'s training split (a no-op here)."""
+        self.checked_sampler(sampler)
 
     def reconstruct(self, x: Tensor) -> Tensor:
         return self.decode_latents(self.encode_images(x))

@@ -125,7 +125,10 @@ class GenerativeOptimizationNetwork(ImageModel):
                 previous = value
         return x.detach(), steps
 
-    def sample(self, n: int) -> Tensor:
+    samplers = ("optimised",)  # its only way of sampling: noise optimised against the discriminator
+
+    def sample(self, n: int, sampler: str | None = None) -> Tensor:
+        self.checked_sampler(sampler)
         return self.optimise_inputs(self.noise(n))[0]
 
     def training_step(self, x: Tensor, batch_idx: int) -> Tensor:

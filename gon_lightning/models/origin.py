@@ -7,8 +7,9 @@ and the model is trained on the outer loss of F(z). Keeping the graph of that gr
 (create_graph=True) trains F through the second-order term; the detached GON drops it.
 
 Hooks for the family: `initial_latent` (the implicit GON's learnable origin), `inner_steps`/`inner_lr`
-(several gradient steps instead of one), and a full-covariance Gaussian fitted to the training latents for
-`sample` (kept as buffers, so it is saved in checkpoints).
+(several gradient steps instead of one), and the `gaussian` sampler: a full-covariance Gaussian fitted to the
+training latents while training (kept as buffers, so it is saved in checkpoints). The `gmm` sampler is
+`LatentModel`'s (models/latent.py).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import torch
 from torch import Tensor, nn
 
 from gon_lightning.errors import MODEL, UserError, positive_int, require
-from gon_lightning.models.base import ImageModel
+from gon_lightning.models.latent import LatentModel
 from gon_lightning.nn.origin import InnerReduction, origin_step
 
 
-class OriginModel(ImageModel):
+class OriginModel(LatentModel):
     """Base of the GON family (abstract). Subclasses implement `latent_loss` and `decode_latents`.
 
     Args:
@@ -38,12 +39,14 @@ class OriginModel(ImageModel):
 
     Sampling: every latent seen by `training_step` is added to running sums (count, sum, sum of outer
     products), buffers reset at the start of each training epoch. At the end of an epoch they are frozen
-    into `latent_mean`/`latent_cov`, the full-covariance Gaussian `sample` draws from (before the first epoch
-    ends, the running sums are used). Buffers travel with checkpoints, so sampling works after a reload.
+    into `latent_mean`/`latent_cov`, the full-covariance Gaussian the `gaussian` sampler draws from (before the
+    first epoch ends, the running sums are used). Buffers travel with checkpoints, so sampling works after a
+    reload.
     """
 
-    #: whether `sample` draws from a Gaussian fitted to training latents (V-GON samples its prior instead)
+    #: whether the `gaussian` sampler is tracked while training (the V-GON's is fitted lazily, as the autoencoders')
     fits_latent_gaussian = True
+    lazy_samplers = ("gmm",)
     #: the paper's single step z = z0 - grad; a subclass may offer more steps, or smaller ones, as options
     inner_steps: int = 1
     inner_lr: float = 1.0
@@ -205,11 +208,8 @@ class OriginModel(ImageModel):
         eigenvalues, eigenvectors = torch.linalg.eigh(0.5 * (cov + cov.T))
         return mean, eigenvectors * eigenvalues.clamp_min(0).sqrt()
 
-    @torch.no_grad()
-    def sample(self, n: int) -> Tensor:
-        if not self.fits_latent_gaussian:
-            raise NotImplementedError(f"{type(self).__name__} cannot sample")
-        mean, scale = self.latent_gaussian()
-        z = mean + torch.randn(n, self.nz, dtype=mean.dtype, device=mean.device) @ scale.T
-        with self.evaluation_protocol():
-            return self.decode_latents(z.to(self.dtype))
+    def sample_latents(self, n: int, sampler: str) -> Tensor:
+        if sampler == "gaussian" and self.fits_latent_gaussian:  # the tracked Gaussian: the default
+            mean, scale = self.latent_gaussian()
+            return mean + torch.randn(n, self.nz, dtype=mean.dtype, device=mean.device) @ scale.T
+        return super().sample_latents(n, sampler)

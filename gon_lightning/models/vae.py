@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from gon_lightning.models.autoencoder import ConvAutoencoder
@@ -25,7 +24,8 @@ class VAE(ConvAutoencoder):
     Trained on the negative ELBO (Bernoulli likelihood summed over pixels + KL, averaged over the batch),
     as the variational GON. Reconstructions decode a posterior sample (`eval_latent`, see
     `variational.evaluation_latent`); `elbo` (nats per image, one posterior sample) and `bpd` are logged with the
-    reconstruction metrics. Samples decode z ~ N(0, I).
+    reconstruction metrics. Samples decode z ~ N(0, I) by default (`prior`); `gaussian` and `gmm` are fitted to
+    the posterior means (models/latent.py).
 
     Other options: as `ConvAutoencoder`'s.
 
@@ -33,6 +33,8 @@ class VAE(ConvAutoencoder):
         eval_latent: the latent a reconstruction decodes: "sample" (a posterior sample: the references'
             protocol, so SSE means the published figure) or "mean" (the posterior mean).
     """
+
+    samplers = ("prior", "gaussian", "gmm")
 
     def __init__(self, eval_latent: EvalLatent = "sample", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -52,9 +54,6 @@ class VAE(ConvAutoencoder):
 
     def reconstruct(self, x: Tensor) -> Tensor:
         return self.decoder(evaluation_latent(*self.posterior(x), self.eval_latent))
-
-    def sample(self, n: int) -> Tensor:
-        return self.decoder(torch.randn(n, self.nz, device=self.device))
 
     def loss(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Negative ELBO per image (one posterior sample) and the reconstruction it decoded."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from gon_lightning.models.base import ConvNetModel, update_reconstruction_metrics
@@ -29,7 +28,8 @@ class VariationalGON(ConvNetModel, OriginModel):
 
     The latent space of the generation interface is the decoder's input (the space of the N(0, I) prior):
     `encode_images` returns mu of the origin-step latent, `decode_latents` is the conv decoder, `sample`
-    decodes N(0, I) draws, and interpolation runs between the mus. The origin step samples as in training
+    decodes N(0, I) draws by default (`prior`; also `gaussian` and `gmm`, fitted to the mus),
+    and interpolation runs between the mus. The origin step samples as in training
     (F includes the reparameterisation), also in evaluation; the reconstruction then decodes a posterior
     sample (`eval_latent`, see `variational.evaluation_latent`). Val/test additionally log `elbo` (negative
     ELBO, nats per image, a one-sample estimate with the reparameterised draw, as in training) and `bpd` (the
@@ -42,7 +42,9 @@ class VariationalGON(ConvNetModel, OriginModel):
             protocol, so SSE means the published figure) or "mean" (the posterior mean).
     """
 
-    fits_latent_gaussian = False  # samples its prior
+    samplers = ("prior", "gaussian", "gmm")  # the prior by default; the fitted ones lazily (models/latent.py)
+    fits_latent_gaussian = False
+    lazy_samplers = ("gaussian", "gmm")
 
     def __init__(self, eval_latent: EvalLatent = "sample", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -75,13 +77,6 @@ class VariationalGON(ConvNetModel, OriginModel):
     def reconstruct(self, x: Tensor) -> Tensor:
         mu, logvar = self.posterior(self.encode(x, create_graph=False).detach())
         return self.decoder(evaluation_latent(mu, logvar, self.eval_latent))
-
-    @torch.no_grad()
-    def sample(self, n: int) -> Tensor:
-        """Decode draws from the prior N(0, I)."""
-        z = torch.randn(n, self.nz, device=self.device, dtype=self.to_mu.weight.dtype)
-        with self.evaluation_protocol():
-            return self.decoder(z)
 
     def _evaluate(self, x: Tensor, metrics: nn.ModuleDict, stage: str) -> Tensor:
         with self.evaluation_protocol():
