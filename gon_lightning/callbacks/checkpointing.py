@@ -19,6 +19,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from gon_lightning.errors import writing
 from gon_lightning.runs import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_KEY,
@@ -26,6 +27,7 @@ from gon_lightning.runs import (
     read_torch_file,
     slurm_detected,
     slurm_job_id,
+    surviving_checkpoint,
 )
 
 
@@ -48,17 +50,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options}")
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 would survive the rename
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        what = f"checkpoint {path.name} (epoch {checkpoint.get('epoch')}, step {checkpoint.get('global_step')})"
+        with writing(what, path.parent, lambda: f"{surviving_checkpoint(path.parent)}; free space and resume from it"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    torch.save(checkpoint, f)
+                    f.flush()
+                    os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 would survive the rename
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+        keep_run()  # the run folder now holds a checkpoint: a later failure leaves it as it is
 
     def load_checkpoint(self, path: Any, map_location: Any = "cpu", weights_only: bool | None = None) -> dict[str, Any]:
         if weights_only is False:
@@ -86,6 +91,18 @@ class BestAndLastCheckpoint(ModelCheckpoint):
     def state_key(self) -> str:
         # ModelCheckpoint's key: the best-k state of runs written before this class existed still resumes
         return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        # `max_steps` reached before the epoch's last batch: Lightning ends the epoch there (its epoch-end hooks
+        # run, and a checkpoint written then says the epoch is over, so a continuation would skip the rest of it).
+        # Written now, as a SIGTERM stop writes it, the checkpoint is mid-epoch and a continuation with a larger
+        # max_steps trains exactly what the straight run trains; the epoch end then finds this step saved.
+        epoch_ends = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if 0 <= trainer.max_steps <= trainer.global_step and not epoch_ends:
+            self._refresh_last(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
@@ -206,7 +223,8 @@ class RunState(Callback):
             self._restored_rng = None
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        keep_run()  # the run folder now holds a checkpoint: a later failure leaves it as it is
+        if not isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):
+            keep_run()  # (ours keeps the run once the file is written: a failed write leaves no result)
         checkpoint[CHECKPOINT_KEY] = {
             "format": CHECKPOINT_FORMAT,
             "model": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",

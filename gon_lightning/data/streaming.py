@@ -15,11 +15,13 @@ What litdata does differently from the mapped cache, and how it is met here:
 - its `StreamingDataLoader` is stateful: Lightning saves it in every checkpoint and restores it before the
   epoch resumes, so a resume from a checkpoint written mid-epoch continues the epoch's order (tested, one
   process and DDP, with pytorch-lightning 2.6 and litdata 0.2.76; Lightning does not fetch ahead from a
-  loader with a length, so the samples it counts as handed out are the ones trained on).
+  loader with a length, so the samples it counts as handed out are the ones trained on); the loader here
+  ends that restore with the resumed epoch (`_loader_class`), which litdata alone does not under Lightning.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,8 +98,26 @@ def stack_images(samples: list[dict[str, Any]]) -> Tensor:
     return torch.from_numpy(np.stack([sample["image"] for sample in samples]))
 
 
+@functools.cache
+def _loader_class() -> type:
+    class StreamingLoader(litdata().StreamingDataLoader):
+        """litdata's StreamingDataLoader, whose `restore` lasts one epoch however that epoch ends.
+
+        A loader restored from a checkpoint continues the stopped epoch and clears `restore` once that epoch's
+        iterator is exhausted; Lightning ends an epoch of a loader with a length after its last batch without
+        asking for one more, so the next epoch would be taken for the restored one again and serve nothing (an
+        empty epoch after every mid-epoch resume: one epoch too few for max_epochs). Cleared at the first batch.
+        """
+
+        def __iter__(self) -> Iterator[Any]:
+            for batch in super().__iter__():
+                self.restore = False
+                yield batch
+
+    return StreamingLoader
+
+
 def loader(stream: str, split: str, batch_size: int, train: bool, seed: int) -> Any:
     """A StreamingDataLoader of one split (build it once the process group exists)."""
-    lit = litdata()
-    dataset = lit.StreamingDataset(split_dir(stream, split), shuffle=train, drop_last=train, seed=seed)
-    return lit.StreamingDataLoader(dataset, batch_size=batch_size, collate_fn=stack_images, drop_last=train)
+    dataset = litdata().StreamingDataset(split_dir(stream, split), shuffle=train, drop_last=train, seed=seed)
+    return _loader_class()(dataset, batch_size=batch_size, collate_fn=stack_images, drop_last=train)

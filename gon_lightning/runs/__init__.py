@@ -17,6 +17,7 @@ from gon_lightning.runs.checkpoints import (
     load_checkpoint_file,
     read_torch_file,
     resolve_ckpt_path,
+    surviving_checkpoint,
 )
 from gon_lightning.runs.configs import (
     PACKAGED_CONFIGS,
@@ -93,6 +94,7 @@ __all__ = [
     "slurm_job_name",
     "slurm_restart_count",
     "stopped_message",
+    "surviving_checkpoint",
     "wandb_logged_in",
     "wandb_offline",
     "wandb_settings",

@@ -1,0 +1,156 @@
+"""Stop a run whose loss or gradients go non-finite before any checkpoint holds its weights (docs/runs.md).
+
+Reading a tensor's value on the host waits for the GPU (a synchronisation), so nothing is read per step: each
+step's loss and gradient norm are copied into a small buffer on the device, and the buffer is read every
+`check_every_n_steps` steps, before validation, at each epoch end and before every checkpoint. The first
+non-finite entry names the step. The weights of the steps after it are never written: the check before a save
+stops the run first, so `last.ckpt` keeps the last good state.
+
+Under `precision: 16-mixed` a non-finite loss or gradient is an fp16 overflow the GradScaler handles (it skips
+the step and halves its scale), not divergence; a run diverges there when the scale has fallen below
+`min_loss_scale` (fairseq's rule): every step overflows whatever the scale.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from torch import Tensor
+
+from gon_lightning.errors import UserError, attach, positive, positive_int
+from gon_lightning.runs import UnfinishedRun, surviving_checkpoint
+
+LOSS, GRADIENTS, SCALE = 0, 1, 2  # the buffer's rows
+
+
+class DivergenceError(UserError):
+    """Training diverged: a loss or gradient went non-finite."""
+
+
+class DivergenceGuard(Callback):
+    """Stop training, with one line saying where and what to try, when the loss or the gradients go non-finite;
+    no checkpoint is ever written after that step.
+
+    Args:
+        check_every_n_steps: how often the values kept on the device are read on the host (each read waits for
+            the GPU); they are also read before validation, at each epoch end and before every checkpoint.
+        min_loss_scale: under precision 16-mixed, the GradScaler's scale below which the run counts as diverged
+            (its skipped steps alone are not divergence).
+    """
+
+    def __init__(self, check_every_n_steps: int = 100, min_loss_scale: float = 1e-4) -> None:
+        positive_int("divergence.check_every_n_steps", check_every_n_steps)
+        positive("divergence.min_loss_scale", min_loss_scale)
+        self.check_every_n_steps = check_every_n_steps
+        self.min_loss_scale = min_loss_scale
+        self._values: Tensor | None = None  # (3, check_every_n_steps): loss, gradient norm, loss scale per step
+        self._steps: list[tuple[int, int]] = []  # (global step after it, epoch) of each recorded batch
+        self._one: Tensor | None = None
+
+    # --- recording, on the device -------------------------------------------------------------------------
+    def _row(self, trainer: pl.Trainer, pl_module: pl.LightningModule, which: int) -> Tensor:
+        if self._values is None or self._values.device != pl_module.device:
+            self._values = torch.zeros(3, self.check_every_n_steps, device=pl_module.device)
+            self._steps = []
+        return self._values[which, len(self._steps)]
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
+        self._row(trainer, pl_module, LOSS).add_(loss.detach().float())  # summed: a step may call backward twice
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads:
+            self._row(trainer, pl_module, GRADIENTS).add_(torch.nn.utils.get_total_norm(grads).float())
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        scaler = _scaler(trainer)
+        if scaler is not None:  # after the scaler's update: the scale the next step starts with
+            row = self._row(trainer, pl_module, SCALE)
+            if self._one is None or self._one.device != row.device:
+                self._one = torch.ones((), device=row.device)
+            row.copy_(scaler.scale(self._one))
+        self._row(trainer, pl_module, LOSS)  # allocates the buffer for a step with no backward
+        self._steps.append((trainer.global_step, trainer.current_epoch))
+        if len(self._steps) == self.check_every_n_steps:
+            self.check(trainer, pl_module, every_rank=True)
+
+    # --- reading, on the host -----------------------------------------------------------------------------
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.training or trainer.state.fn == "fit":
+            self.check(trainer, pl_module, every_rank=True)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.check(trainer, pl_module, every_rank=True)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        self.check(trainer, pl_module)  # raised here, the checkpoint is never written
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # a loss that takes no non-finite input (binary cross-entropy) raises at the step after the weights went
+        # non-finite: the user is told about the divergence, not the error it caused
+        if not isinstance(exception, UserError):
+            try:
+                self.check(trainer, pl_module)
+            except DivergenceError as divergence:
+                attach(exception, divergence)
+
+    def check(self, trainer: pl.Trainer, pl_module: pl.LightningModule, every_rank: bool = False) -> None:
+        """Read what was recorded since the last check; raise a DivergenceError at the first non-finite step.
+        `every_rank`: every process checks at this point, so they decide together (one rank stopping alone
+        would leave the others waiting)."""
+        if self._values is None:
+            return
+        count = len(self._steps)
+        values = self._values[:, :count].to("cpu", copy=True)  # the one host synchronisation
+        steps, self._steps = self._steps, []
+        self._values.zero_()
+        if _scaler(trainer) is not None:
+            bad = values[SCALE] < self.min_loss_scale
+            which = "the fp16 loss scale (every step overflowed)"
+        else:
+            finite = values[:2].isfinite()
+            bad = ~finite.all(0)
+            which = None
+        diverged = bool(bad.any())
+        if every_rank and trainer.world_size > 1:
+            diverged = trainer.strategy.reduce_boolean_decision(diverged, all=False)
+        if not diverged:
+            return
+        if bad.any():
+            index = int(bad.nonzero()[0])
+            if which is None:
+                which = "the loss" if not finite[LOSS, index] else "the gradients"
+            step, epoch = steps[index]
+        else:  # another process's
+            which, (step, epoch) = "the loss or the gradients of another process", (steps or [(0, 0)])[-1]
+        raise DivergenceError(self.message(trainer, pl_module, which, step, epoch))
+
+    def message(self, trainer: pl.Trainer, pl_module: pl.LightningModule, which: str, step: int, epoch: int) -> str:
+        checkpoint = trainer.checkpoint_callback
+        folder = getattr(checkpoint, "dirpath", None)
+        kept = surviving_checkpoint(folder)
+        if kept.startswith("no checkpoint") and UnfinishedRun.path is not None:
+            kept += ": the run folder is removed"
+        lr = getattr(pl_module, "lr", None)
+        tries = [f"a lower --model.init_args.lr (now {lr:g})" if lr is not None else "a lower learning rate"]
+        if not trainer.gradient_clip_val:
+            tries.append("gradient clipping (--trainer.gradient_clip_val 1.0)")
+        if _scaler(trainer) is not None:
+            tries.append("--trainer.precision bf16-mixed instead of 16-mixed")
+        return (
+            f"training diverged: {which} went non-finite at step {step} (epoch {epoch}); "
+            f"no checkpoint holds weights from that step on: {kept}. Try {', or '.join(tries)}"
+        )
+
+
+def _scaler(trainer: pl.Trainer) -> Any:
+    """The GradScaler of precision 16-mixed, or None."""
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    return scaler if scaler is not None and scaler.is_enabled() else None

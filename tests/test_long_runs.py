@@ -1,0 +1,105 @@
+"""What a long run meets: a step-bounded run continued, a loss that goes non-finite, a disk that fills."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from cli_args import base_args, only_run
+from test_order import PROBES, backend_args, read_order
+
+from gon_lightning.cli import main
+from gon_lightning.runs import load_checkpoint_file
+
+BATCH = 16  # the fake MNIST's 256 training images: 16 batches an epoch
+
+
+def step_bounded(root: Path, runs: Path, max_steps: int, *extra: str) -> list[str]:
+    return base_args(
+        root,
+        runs,
+        "--trainer.max_epochs=-1",
+        f"--trainer.max_steps={max_steps}",
+        "--trainer.limit_train_batches=1.0",
+        *PROBES,
+        *extra,
+    )
+
+
+@pytest.mark.equality
+@pytest.mark.parametrize("backend", ["mapped", pytest.param("streaming", marks=pytest.mark.slow)])
+def test_a_step_bounded_run_continued_is_the_straight_run(backend: str, mnist_root: Path, tmp_path: Path, monkeypatch):
+    """Stopped by max_steps in its first epoch (step 6 of 16) and continued to step 20 (the 5th batch of the second
+    epoch): the same batches, weights, epoch and step as the run that went to step 20 at once."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    for out in (straight, split):
+        out.mkdir()
+    monkeypatch.setenv("ORDER_OUT", str(straight))
+    main(step_bounded(mnist_root, straight / "runs", 20, *backend_args(backend, straight)))
+    monkeypatch.setenv("ORDER_OUT", str(split))
+    main(step_bounded(mnist_root, split / "runs", 6, *backend_args(backend, split)))
+    run = only_run(split / "runs")
+    last = run / "checkpoints" / "last.ckpt"
+    assert load_checkpoint_file(last)["global_step"] == 6
+    main(["fit", f"--config={run / 'config.yaml'}", f"--ckpt_path={last}", "--trainer.max_steps=20"])
+
+    assert read_order(split) == read_order(straight)
+    reference = load_checkpoint_file(only_run(straight / "runs") / "checkpoints" / "last.ckpt")
+    continued = load_checkpoint_file(last)
+    assert (continued["epoch"], continued["global_step"]) == (reference["epoch"], reference["global_step"]) == (1, 20)
+    assert continued["loops"]["fit_loop"]["epoch_progress"] == reference["loops"]["fit_loop"]["epoch_progress"]
+    for name, tensor in reference["state_dict"].items():
+        assert torch.equal(continued["state_dict"][name], tensor), name
+
+
+def diverging(root: Path, runs: Path, model: str, at: int, *extra: str) -> list[str]:
+    args = base_args(root, runs, "--trainer.max_epochs=3", "--trainer.limit_train_batches=1.0", *extra)
+    args[1] = f"--model=long_run_probes.{model}"  # the GON of base_args, made to diverge
+    return [*args, f"--model.init_args.diverge_at={at}"]
+
+
+def exit_message(args: list[str]) -> str:
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    assert isinstance(stopped.value.code, str), stopped.value.code  # one line, exit status 1
+    return stopped.value.code
+
+
+def assert_finite(checkpoint: Path) -> None:
+    state = load_checkpoint_file(checkpoint)["state_dict"]
+    assert all(tensor.isfinite().all() for tensor in state.values() if tensor.is_floating_point())
+
+
+@pytest.mark.parametrize(
+    ("model", "what", "quantity"),
+    [
+        ("DivergingGON", "loss", "the loss"),
+        ("DivergingGON", "gradients", "the gradients"),
+        # binary cross-entropy raises at step 21, fed the NaN the weights decode: the divergence is what is said
+        ("DivergingVGON", "loss", "the loss"),
+    ],
+)
+def test_a_run_that_diverges_stops_with_one_line_and_keeps_its_last_good_checkpoint(
+    model: str, what: str, quantity: str, mnist_root: Path, tmp_path: Path
+):
+    """Step 20 (the 4th batch of the second epoch) goes non-finite: the run stops there with one line, and
+    last.ckpt stays the end of the first epoch, the last good state (no checkpoint holds a later one)."""
+    runs = tmp_path / "runs"
+    message = exit_message(diverging(mnist_root, runs, model, 20, f"--model.init_args.diverging={what}"))
+    run = only_run(runs)
+    last = run / "checkpoints" / "last.ckpt"
+    assert message.startswith(f"gon-lightning: error: training diverged: {quantity} went non-finite at step 20 ")
+    assert f"{last} (epoch 0, step 16) still loads" in message
+    assert "--model.init_args.lr" in message and "gradient_clip_val" in message and "\n" not in message
+    assert load_checkpoint_file(last)["global_step"] == 16
+    for checkpoint in (run / "checkpoints").glob("*.ckpt"):
+        assert_finite(checkpoint)
+
+
+def test_a_run_that_diverges_before_its_first_checkpoint_leaves_nothing(mnist_root: Path, tmp_path: Path):
+    runs = tmp_path / "runs"
+    message = exit_message(diverging(mnist_root, runs, "DivergingGON", 3, "--divergence.check_every_n_steps=2"))
+    assert "went non-finite at step 3 (epoch 0)" in message
+    assert "no checkpoint was written yet: the run folder is removed" in message
+    assert not runs.exists()
