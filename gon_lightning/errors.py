@@ -59,19 +59,25 @@ class WriteError(UserError):
     """A file could not be written: its disk is full, over quota, read-only, or not ours to write."""
 
 
-def write_failure(error: BaseException | None) -> OSError | None:
-    """The OSError of a failed write behind `error`, if any (torch.save wraps it in a RuntimeError)."""
+ONLY_WRITES_FAIL = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # a refused read is EACCES or EPERM too
+
+
+def write_failure(error: BaseException | None, errnos: Any = WRITE_FAILURES) -> OSError | None:
+    """The OSError of a failed write behind `error`, if any (torch.save wraps it in a RuntimeError); `errnos`:
+    the errors that count."""
     while error is not None:
-        if isinstance(error, OSError) and error.errno in WRITE_FAILURES:
+        if isinstance(error, OSError) and error.errno in errnos:
             return error
         error = error.__cause__ or error.__context__
     return None
 
 
-def write_error(error: BaseException, what: str, folder: Any, survived: str) -> WriteError | None:
+def write_error(
+    error: BaseException, what: str, folder: Any, survived: str, errnos: Any = WRITE_FAILURES
+) -> WriteError | None:
     """The one line a failed write of `what` into `folder` deserves (what survived it included), or None when
-    `error` is not the file system refusing a write."""
-    cause = write_failure(error)
+    `error` is not the file system refusing a write (`errnos`, as `write_failure`)."""
+    cause = write_failure(error, errnos)
     if cause is None:
         return None
     reason = WRITE_FAILURES[cause.errno]

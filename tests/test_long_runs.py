@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,12 @@ import torch
 from cli_args import base_args, only_run
 from test_order import PROBES, backend_args, read_order
 
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+from gon_lightning.callbacks import checkpointing, images
 from gon_lightning.cli import main
+from gon_lightning.data import MNISTDataModule, cache
+from gon_lightning.errors import WriteError
 from gon_lightning.runs import load_checkpoint_file
 
 BATCH = 16  # the fake MNIST's 256 training images: 16 batches an epoch
@@ -90,7 +97,7 @@ def test_a_run_that_diverges_stops_with_one_line_and_keeps_its_last_good_checkpo
     run = only_run(runs)
     last = run / "checkpoints" / "last.ckpt"
     assert message.startswith(f"gon-lightning: error: training diverged: {quantity} went non-finite at step 20 ")
-    assert f"{last} (epoch 0, step 16) still loads" in message
+    assert f"the last good checkpoint is kept: {last} (epoch 0, step 16) still loads" in message
     assert "--model.init_args.lr" in message and "gradient_clip_val" in message and "\n" not in message
     assert load_checkpoint_file(last)["global_step"] == 16
     for checkpoint in (run / "checkpoints").glob("*.ckpt"):
@@ -101,5 +108,73 @@ def test_a_run_that_diverges_before_its_first_checkpoint_leaves_nothing(mnist_ro
     runs = tmp_path / "runs"
     message = exit_message(diverging(mnist_root, runs, "DivergingGON", 3, "--divergence.check_every_n_steps=2"))
     assert "went non-finite at step 3 (epoch 0)" in message
-    assert "no checkpoint was written yet: the run folder is removed" in message
+    assert "no checkpoint was written before it (the run folder is removed)" in message
     assert not runs.exists()
+
+
+
+def fail_after(monkeypatch, target: object, name: str, calls: int, error: int) -> None:
+    """`target.name` works `calls` times, then fails as a full (read-only, forbidden...) disk makes a write fail:
+    an OSError with that errno and no file name (a failed write() names none)."""
+    original, count = getattr(target, name), [0]
+
+    def write(*args, **kwargs):
+        count[0] += 1
+        if count[0] > calls:
+            raise OSError(error, os.strerror(error))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, write)
+
+
+def two_epochs(root: Path, runs: Path) -> list[str]:
+    return base_args(root, runs, "--trainer.max_epochs=2", "--images.every_n_epochs=1")
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_the_last_checkpoint_still_loads(
+    mnist_root: Path, tmp_path: Path, monkeypatch
+):
+    runs = tmp_path / "runs"
+    fail_after(monkeypatch, checkpointing.torch, "save", 1, errno.ENOSPC)  # the second epoch's checkpoint
+    message = exit_message(two_epochs(mnist_root, runs))
+    folder = only_run(runs) / "checkpoints"
+    assert message.startswith("gon-lightning: error: could not write checkpoint ") and "\n" not in message
+    assert message.endswith(
+        f" (epoch 1, step 4) to {folder}: no space left on the device (ENOSPC); {folder / 'last.ckpt'} (epoch 0, "
+        "step 2) still loads; free space (or make the folder writable) and resume from it"
+    )
+    assert load_checkpoint_file(folder / "last.ckpt")["global_step"] == 2
+    assert not list(folder.glob(".*.part"))
+
+
+@pytest.mark.parametrize("error", [errno.EACCES, errno.EROFS])
+def test_a_panel_that_cannot_be_written_is_one_line(error: int, mnist_root: Path, tmp_path: Path, monkeypatch):
+    runs = tmp_path / "runs"
+    fail_after(monkeypatch, images, "save_image", 4, error)  # the second epoch's panels
+    message = exit_message(two_epochs(mnist_root, runs))
+    run = only_run(runs)
+    assert message.startswith(f"gon-lightning: error: could not write the image panels of epoch0001 to {run / 'images'}")
+    assert f"({errno.errorcode[error]}); {run / 'checkpoints' / 'last.ckpt'} (epoch 0, step 2) still loads" in message
+
+
+def test_a_full_disk_under_the_metrics_is_one_line_naming_their_folder(mnist_root: Path, tmp_path: Path, monkeypatch):
+    runs = tmp_path / "runs"
+    fail_after(monkeypatch, ExperimentWriter, "save", 1, errno.EDQUOT)
+    message = exit_message(two_epochs(mnist_root, runs))
+    run = only_run(runs)
+    assert message.startswith(
+        f"gon-lightning: error: could not write the metrics and logs to {run / 'logs' / 'version_0'}: the disk quota "
+        "is exceeded (EDQUOT); "
+    )
+
+
+def test_a_cache_build_that_runs_out_of_space_leaves_no_half_cache(mnist_root: Path, monkeypatch):
+    fail_after(monkeypatch, cache.os, "posix_fallocate", 1, errno.ENOSPC)  # the test split's images
+    dm = MNISTDataModule(root=mnist_root, download=False)
+    with pytest.raises(WriteError) as failed:
+        dm.prepare_data()
+    assert str(failed.value) == (
+        f"could not write the decoded cache to {mnist_root / 'MNIST'}: no space left on the device (ENOSPC); "
+        "nothing of it is left behind (it is built aside and renamed into place when whole)"
+    )
+    assert sorted(p.name for p in (mnist_root / "MNIST").iterdir()) == ["raw"]

@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from gon_lightning.errors import writing
+from gon_lightning.errors import ONLY_WRITES_FAIL, UserError, attach, write_error, write_failure, writing
 from gon_lightning.runs import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_KEY,
@@ -38,6 +38,18 @@ def _umask() -> int:
     return mask
 
 
+def survivors(folder: Any) -> str:
+    """What a run whose write failed still has, and what to do, in words (`folder`: its checkpoints folder)."""
+    kept = surviving_checkpoint(folder)
+    if kept.startswith("no checkpoint"):
+        return f"{kept}; free space (or make the folder writable) and start again"
+    return f"{kept}; free space (or make the folder writable) and resume from it"
+
+
+def run_survivors(trainer: pl.Trainer) -> str:
+    return survivors(getattr(trainer.checkpoint_callback, "dirpath", None))
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """TorchCheckpointIO that writes to a temporary file and renames it over the target.
 
@@ -51,7 +63,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options}")
         path = Path(path)
         what = f"checkpoint {path.name} (epoch {checkpoint.get('epoch')}, step {checkpoint.get('global_step')})"
-        with writing(what, path.parent, lambda: f"{surviving_checkpoint(path.parent)}; free space and resume from it"):
+        with writing(what, path.parent, lambda: survivors(path.parent)):
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
             try:
@@ -278,8 +290,18 @@ class RunState(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore_sigint()
 
+    def _logs_folder(self, trainer: pl.Trainer) -> str:
+        """Where the loggers write (a write error without a file name comes from one of them): the run folder's."""
+        return next((logger.log_dir for logger in trainer.loggers if getattr(logger, "log_dir", None)), self.run_dir)
+
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._restore_sigint()
+        # a disk full or read-only anywhere else (the metrics, a logger's files): one line too
+        cause = None if isinstance(exception, UserError) else write_failure(exception, ONLY_WRITES_FAIL)
+        if cause is not None:
+            folder = Path(cause.filename).parent if cause.filename else self._logs_folder(trainer)
+            what = Path(cause.filename).name if cause.filename else "the metrics and logs"
+            attach(exception, write_error(exception, what, folder, run_survivors(trainer), ONLY_WRITES_FAIL))
         if not isinstance(exception, SIGTERMException) or trainer.sanity_checking:
             return
         checkpoint = trainer.checkpoint_callback

@@ -24,6 +24,7 @@ from gon_lightning.errors import UserError, attach, positive, positive_int
 from gon_lightning.runs import UnfinishedRun, surviving_checkpoint
 
 LOSS, GRADIENTS, SCALE = 0, 1, 2  # the buffer's rows
+NON_FINITE_INPUT = "all elements of input should be between 0 and 1"  # binary_cross_entropy fed NaN
 
 
 class DivergenceError(UserError):
@@ -93,13 +94,20 @@ class DivergenceGuard(Callback):
         self.check(trainer, pl_module)  # raised here, the checkpoint is never written
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        # a loss that takes no non-finite input (binary cross-entropy) raises at the step after the weights went
-        # non-finite: the user is told about the divergence, not the error it caused
-        if not isinstance(exception, UserError):
-            try:
-                self.check(trainer, pl_module)
-            except DivergenceError as divergence:
-                attach(exception, divergence)
+        # a loss that takes no non-finite input (binary cross-entropy) raises where the weights or the latents went
+        # non-finite (at the step after a non-finite one, or in the forward pass of a step whose weights were still
+        # finite): the user is told about the divergence, not the error it caused
+        if isinstance(exception, UserError):
+            return
+        try:
+            self.check(trainer, pl_module)
+        except DivergenceError as divergence:
+            attach(exception, divergence)
+            return
+        if trainer.training and NON_FINITE_INPUT in str(exception):
+            which = "the reconstruction (binary cross-entropy was fed NaN)"
+            step, epoch = trainer.global_step + 1, trainer.current_epoch
+            attach(exception, DivergenceError(self.message(trainer, pl_module, which, step, epoch)))
 
     def check(self, trainer: pl.Trainer, pl_module: pl.LightningModule, every_rank: bool = False) -> None:
         """Read what was recorded since the last check; raise a DivergenceError at the first non-finite step.
@@ -136,8 +144,11 @@ class DivergenceGuard(Callback):
         checkpoint = trainer.checkpoint_callback
         folder = getattr(checkpoint, "dirpath", None)
         kept = surviving_checkpoint(folder)
-        if kept.startswith("no checkpoint") and UnfinishedRun.path is not None:
-            kept += ": the run folder is removed"
+        if kept.startswith("no checkpoint"):
+            removed = " (the run folder is removed)" if UnfinishedRun.path else ""
+            kept = f"no checkpoint was written before it{removed}"
+        else:
+            kept = f"the last good checkpoint is kept: {kept}"
         lr = getattr(pl_module, "lr", None)
         tries = [f"a lower --model.init_args.lr (now {lr:g})" if lr is not None else "a lower learning rate"]
         if not trainer.gradient_clip_val:
@@ -145,8 +156,8 @@ class DivergenceGuard(Callback):
         if _scaler(trainer) is not None:
             tries.append("--trainer.precision bf16-mixed instead of 16-mixed")
         return (
-            f"training diverged: {which} went non-finite at step {step} (epoch {epoch}); "
-            f"no checkpoint holds weights from that step on: {kept}. Try {', or '.join(tries)}"
+            f"training diverged: {which} went non-finite at step {step} (epoch {epoch}); {kept}. "
+            f"Try {', or '.join(tries)}"
         )
 
 

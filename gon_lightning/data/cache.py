@@ -52,9 +52,12 @@ class CacheWriter:
 
     def open_split(self, name: str, count: int) -> tuple[np.ndarray, np.ndarray]:
         """A writable (count, C, H, W) uint8 array mapped onto the split's file, and its (count,) labels."""
-        images = np.lib.format.open_memmap(
-            self.staging / f"{name}.npy", mode="w+", dtype=np.uint8, shape=(count, *self.dims)
-        )
+        path = self.staging / f"{name}.npy"
+        images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(count, *self.dims))
+        with open(path, "r+b") as f:
+            # the file's blocks, taken now: a disk that cannot hold it fails here with ENOSPC, where writing
+            # through the mapping into a sparse file would kill the process with SIGBUS halfway
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
         labels = np.zeros(count, dtype=np.int64)
         self._open[name] = (images, labels)
         return images, labels

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,19 +79,24 @@ def write_stream(cache_path: Path, splits: dict[str, int], stream: str, meta: di
     """Write every cached split (its .npy file under `cache_path`, `splits[name]` images) as litdata chunks to a
     local `stream`, then `meta` (what the cache holds) beside them."""
     optimize = litdata().optimize
-    for name, count in splits.items():
-        inputs = [(start, min(start + ROWS_PER_INPUT, count)) for start in range(0, count, ROWS_PER_INPUT)]
-        optimize(
-            fn=_Rows(cache_path / f"{name}.npy"),
-            inputs=inputs,
-            output_dir=split_dir(stream, name),
-            chunk_bytes=CHUNK_BYTES,
-            num_workers=1,
-            keep_data_ordered=True,  # samples in row order: index i is row i
-            mode="overwrite",
-            verbose=False,
-        )
-    (Path(stream) / META).write_text(json.dumps({**meta, "splits": sorted(splits)}, indent=1))
+    try:
+        for name, count in splits.items():
+            inputs = [(start, min(start + ROWS_PER_INPUT, count)) for start in range(0, count, ROWS_PER_INPUT)]
+            optimize(
+                fn=_Rows(cache_path / f"{name}.npy"),
+                inputs=inputs,
+                output_dir=split_dir(stream, name),
+                chunk_bytes=CHUNK_BYTES,
+                num_workers=1,
+                keep_data_ordered=True,  # samples in row order: index i is row i
+                mode="overwrite",
+                verbose=False,
+            )
+        (Path(stream) / META).write_text(json.dumps({**meta, "splits": sorted(splits)}, indent=1))
+    except BaseException:
+        for name in splits:  # no half-written split left to take space (and to be written again anyway)
+            shutil.rmtree(split_dir(stream, name), ignore_errors=True)
+        raise
 
 
 def stack_images(samples: list[dict[str, Any]]) -> Tensor:
