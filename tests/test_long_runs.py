@@ -9,17 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 from cli_args import base_args, only_run
-from test_order import PROBES, backend_args, read_order
-
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from test_order import PROBES, backend_args, read_order
 
 from gon_lightning.callbacks import checkpointing, images
 from gon_lightning.cli import main
 from gon_lightning.data import MNISTDataModule, cache
 from gon_lightning.errors import WriteError
 from gon_lightning.runs import load_checkpoint_file
-
-BATCH = 16  # the fake MNIST's 256 training images: 16 batches an epoch
 
 
 def step_bounded(root: Path, runs: Path, max_steps: int, *extra: str) -> list[str]:
@@ -112,7 +109,6 @@ def test_a_run_that_diverges_before_its_first_checkpoint_leaves_nothing(mnist_ro
     assert not runs.exists()
 
 
-
 def fail_after(monkeypatch, target: object, name: str, calls: int, error: int) -> None:
     """`target.name` works `calls` times, then fails as a full (read-only, forbidden...) disk makes a write fail:
     an OSError with that errno and no file name (a failed write() names none)."""
@@ -153,7 +149,7 @@ def test_a_panel_that_cannot_be_written_is_one_line(error: int, mnist_root: Path
     fail_after(monkeypatch, images, "save_image", 4, error)  # the second epoch's panels
     message = exit_message(two_epochs(mnist_root, runs))
     run = only_run(runs)
-    assert message.startswith(f"gon-lightning: error: could not write the image panels of epoch0001 to {run / 'images'}")
+    assert message.startswith(f"gon-lightning: error: could not write the image panels of epoch0001 to {run}/images")
     assert f"({errno.errorcode[error]}); {run / 'checkpoints' / 'last.ckpt'} (epoch 0, step 2) still loads" in message
 
 
