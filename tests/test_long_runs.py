@@ -5,14 +5,18 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from cli_args import base_args, only_run
+from long_run_probes import DivergingAutoencoder
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.plugins import MixedPrecision
 from test_order import PROBES, backend_args, read_order
 
-from gon_lightning.callbacks import checkpointing, images
+from gon_lightning.callbacks import DivergenceError, DivergenceGuard, checkpointing, images
 from gon_lightning.cli import main
 from gon_lightning.data import MNISTDataModule, cache
 from gon_lightning.errors import WriteError
@@ -174,3 +178,37 @@ def test_a_cache_build_that_runs_out_of_space_leaves_no_half_cache(mnist_root: P
         "nothing of it is left behind (it is built aside and renamed into place when whole)"
     )
     assert sorted(p.name for p in (mnist_root / "MNIST").iterdir()) == ["raw"]
+
+
+def fp16_fit(root: Path, diverge_at: int, every_step: bool, **guard: Any) -> tuple[pl.Trainer, DivergingAutoencoder]:
+    """A tiny autoencoder trained under 16-mixed on the CPU (Lightning turns `precision="16-mixed"` into bf16 on the
+    CPU; the plugin itself runs torch's CPU GradScaler), its step `diverge_at` (or every step from it on) going
+    non-finite as an fp16 overflow does."""
+    model = DivergingAutoencoder(nz=8, ngf=4, diverge_at=diverge_at, every_step=every_step)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=24,
+        limit_val_batches=0,
+        plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)],
+        callbacks=[DivergenceGuard(**guard)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, MNISTDataModule(root=root, batch_size=16, download=False))
+    return trainer, model
+
+
+def test_fp16_steps_the_grad_scaler_skips_are_not_divergence(mnist_root: Path):
+    trainer, model = fp16_fit(mnist_root, diverge_at=5, every_step=False)
+    assert trainer.global_step == 24 and trainer.precision_plugin.scaler.get_scale() < 1.0  # a skipped step
+    assert all(p.isfinite().all() for p in model.parameters())
+
+
+def test_fp16_diverges_when_the_loss_scale_collapses(mnist_root: Path):
+    # the scale halves at every skipped step: 1 -> below 1e-4 at the 14th
+    expected = r"overflowed fp16 and the loss scale fell below 0.0001 at step 14 .*bf16-mixed instead of 16-mixed"
+    with pytest.raises(DivergenceError, match=expected):
+        fp16_fit(mnist_root, diverge_at=1, every_step=True, check_every_n_steps=4)

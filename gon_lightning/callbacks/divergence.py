@@ -105,7 +105,7 @@ class DivergenceGuard(Callback):
             attach(exception, divergence)
             return
         if trainer.training and NON_FINITE_INPUT in str(exception):
-            which = "the reconstruction (binary cross-entropy was fed NaN)"
+            which = "the reconstruction went non-finite (binary cross-entropy was fed NaN)"
             step, epoch = trainer.global_step + 1, trainer.current_epoch
             attach(exception, DivergenceError(self.message(trainer, pl_module, which, step, epoch)))
 
@@ -121,7 +121,7 @@ class DivergenceGuard(Callback):
         self._values.zero_()
         if _scaler(trainer) is not None:
             bad = values[SCALE] < self.min_loss_scale
-            which = "the fp16 loss scale (every step overflowed)"
+            which = f"every step overflowed fp16 and the loss scale fell below {self.min_loss_scale:g}"
         else:
             finite = values[:2].isfinite()
             bad = ~finite.all(0)
@@ -134,10 +134,11 @@ class DivergenceGuard(Callback):
         if bad.any():
             index = int(bad.nonzero()[0])
             if which is None:
-                which = "the loss" if not finite[LOSS, index] else "the gradients"
+                which = "the loss went non-finite" if not finite[LOSS, index] else "the gradients went non-finite"
             step, epoch = steps[index]
         else:  # another process's
-            which, (step, epoch) = "the loss or the gradients of another process", (steps or [(0, 0)])[-1]
+            which = "the loss or the gradients of another process went non-finite"
+            step, epoch = (steps or [(0, 0)])[-1]
         raise DivergenceError(self.message(trainer, pl_module, which, step, epoch))
 
     def message(self, trainer: pl.Trainer, pl_module: pl.LightningModule, which: str, step: int, epoch: int) -> str:
@@ -155,10 +156,7 @@ class DivergenceGuard(Callback):
             tries.append("gradient clipping (--trainer.gradient_clip_val 1.0)")
         if _scaler(trainer) is not None:
             tries.append("--trainer.precision bf16-mixed instead of 16-mixed")
-        return (
-            f"training diverged: {which} went non-finite at step {step} (epoch {epoch}); {kept}. "
-            f"Try {', or '.join(tries)}"
-        )
+        return f"training diverged: {which} at step {step} (epoch {epoch}); {kept}. Try {', or '.join(tries)}"
 
 
 def _scaler(trainer: pl.Trainer) -> Any:
