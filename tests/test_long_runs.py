@@ -15,11 +15,13 @@ from long_run_probes import DivergingAutoencoder
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.plugins import MixedPrecision
 from test_order import PROBES, backend_args, read_order
+from test_scale import SyncCounter
 
 from gon_lightning.callbacks import DivergenceError, DivergenceGuard, checkpointing, images
 from gon_lightning.cli import main
 from gon_lightning.data import MNISTDataModule, cache
 from gon_lightning.errors import WriteError
+from gon_lightning.models import GON
 from gon_lightning.runs import load_checkpoint_file
 
 
@@ -212,3 +214,21 @@ def test_fp16_diverges_when_the_loss_scale_collapses(mnist_root: Path):
     expected = r"overflowed fp16 and the loss scale fell below 0.0001 at step 14 .*bf16-mixed instead of 16-mixed"
     with pytest.raises(DivergenceError, match=expected):
         fp16_fit(mnist_root, diverge_at=1, every_step=True, check_every_n_steps=4)
+
+
+def test_the_divergence_check_reads_nothing_on_the_host_between_its_checks(mnist_root: Path, monkeypatch):
+    """Each step's loss and gradient norm stay on the device: no host read inside training batches (a GPU would
+    wait for its queue at each); the guard reads them at its checks only (every 4 steps here: none in these 3)."""
+    counter = SyncCounter(monkeypatch)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        callbacks=[DivergenceGuard(check_every_n_steps=4), counter],  # the guard's batch end inside the count
+    )
+    trainer.fit(GON(nz=8, ngf=4), datamodule=MNISTDataModule(root=mnist_root, batch_size=32, download=False))
+    assert counter.calls == [], counter.calls[:3]
