@@ -80,3 +80,12 @@ def test_size_throughput_reports_each_size():
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith(("| 32 |", "| 64 |"))]
     assert len(rows) == 2 and all(row.count("|") == 7 for row in rows)
+
+
+def test_divergence_check_benchmark_reports_both_contenders_and_their_ratio(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "divergence_check.py"), "--root", str(tmp_path)]
+    command += ["--blocks", "2", "--block", "2", "--warmup", "1", "--nz", "4", "--ngf", "1", "--threads", "1"]
+    done = subprocess.run([*command, "--check-every", "3"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 (n), 2 (g), alternating" in done.stdout and "g/n = " in done.stdout
+    assert "the guard's hooks: " in done.stdout
