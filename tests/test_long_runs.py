@@ -39,7 +39,9 @@ def step_bounded(root: Path, runs: Path, max_steps: int, *extra: str) -> list[st
 
 @pytest.mark.equality
 @pytest.mark.parametrize("backend", ["mapped", pytest.param("streaming", marks=pytest.mark.slow)])
-def test_a_step_bounded_run_continued_is_the_straight_run(backend: str, mnist_root: Path, tmp_path: Path, monkeypatch):
+def test_a_step_bounded_run_continued_is_the_straight_run(
+    backend: str, mnist_root: Path, tmp_path: Path, monkeypatch, capsys
+):
     """Stopped by max_steps in its first epoch (step 6 of 16) and continued to step 20 (the 5th batch of the second
     epoch): the same batches, weights, epoch and step as the run that went to step 20 at once."""
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -51,6 +53,9 @@ def test_a_step_bounded_run_continued_is_the_straight_run(backend: str, mnist_ro
     main(step_bounded(mnist_root, split / "runs", 6, *backend_args(backend, split)))
     run = only_run(split / "runs")
     last = run / "checkpoints" / "last.ckpt"
+    assert f"train on: gon-lightning fit --config {run / 'config.yaml'} --ckpt_path {last} --trainer.max_steps 12" in (
+        capsys.readouterr().out
+    )
     assert load_checkpoint_file(last)["global_step"] == 6
     main(["fit", f"--config={run / 'config.yaml'}", f"--ckpt_path={last}", "--trainer.max_steps=20"])
 

@@ -47,39 +47,37 @@ class DivergenceGuard(Callback):
         positive("divergence.min_loss_scale", min_loss_scale)
         self.check_every_n_steps = check_every_n_steps
         self.min_loss_scale = min_loss_scale
-        self._values: Tensor | None = None  # (3, check_every_n_steps): loss, gradient norm, loss scale per step
+        # per recorded batch, device tensors (stacked and read at a check): loss, gradient norm, loss scale
+        self._recorded: list[tuple[Tensor, Tensor, Tensor]] = []
         self._steps: list[tuple[int, int]] = []  # (global step after it, epoch) of each recorded batch
-        self._one: Tensor | None = None
+        self._loss: Tensor | None = None  # this batch's, until its end
+        self._norm: Tensor | None = None
 
-    # --- recording, on the device -------------------------------------------------------------------------
-    def _row(self, trainer: pl.Trainer, pl_module: pl.LightningModule, which: int) -> Tensor:
-        if self._values is None or self._values.device != pl_module.device:
-            self._values = torch.zeros(3, self.check_every_n_steps, device=pl_module.device)
-            self._steps = []
-        return self._values[which, len(self._steps)]
-
+    # --- recording, on the device (no kernel but the gradient norm's) ----------------------------------------
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
-        self._row(trainer, pl_module, LOSS).add_(loss.detach().float())  # summed: a step may call backward twice
+        loss = loss.detach()
+        self._loss = loss if self._loss is None else self._loss + loss  # a step may call backward twice
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if grads:
-            self._row(trainer, pl_module, GRADIENTS).add_(torch.nn.utils.get_total_norm(grads).float())
+            norm = torch.nn.utils.get_total_norm(grads)
+            self._norm = norm if self._norm is None else self._norm + norm
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        loss, norm, self._loss, self._norm = self._loss, self._norm, None, None
+        if loss is None:
+            return  # no backward (a skipped step)
         scaler = _scaler(trainer)
-        if scaler is not None:  # after the scaler's update: the scale the next step starts with
-            row = self._row(trainer, pl_module, SCALE)
-            if self._one is None or self._one.device != row.device:
-                self._one = torch.ones((), device=row.device)
-            row.copy_(scaler.scale(self._one))
-        self._row(trainer, pl_module, LOSS)  # allocates the buffer for a step with no backward
+        # after the scaler's update: the scale the next step starts with (a 0-dim tensor, like the loss)
+        scale = scaler.scale(torch.ones((), device=loss.device)) if scaler is not None else loss
+        self._recorded.append((loss, loss if norm is None else norm, scale))
         self._steps.append((trainer.global_step, trainer.current_epoch))
-        if len(self._steps) == self.check_every_n_steps:
+        if len(self._steps) >= self.check_every_n_steps:
             self.check(trainer, pl_module, every_rank=True)
 
     # --- reading, on the host -----------------------------------------------------------------------------
@@ -113,12 +111,13 @@ class DivergenceGuard(Callback):
         """Read what was recorded since the last check; raise a DivergenceError at the first non-finite step.
         `every_rank`: every process checks at this point, so they decide together (one rank stopping alone
         would leave the others waiting)."""
-        if self._values is None:
+        recorded, steps, self._recorded, self._steps = self._recorded, self._steps, [], []
+        if not recorded and not every_rank:
             return
-        count = len(self._steps)
-        values = self._values[:, :count].to("cpu", copy=True)  # the one host synchronisation
-        steps, self._steps = self._steps, []
-        self._values.zero_()
+        if recorded:  # (3, steps) on the host: the one synchronisation
+            values = torch.stack([torch.stack([v.float().reshape(()) for v in step]) for step in recorded], 1).cpu()
+        else:
+            values = torch.zeros(3, 0)
         if _scaler(trainer) is not None:
             bad = values[SCALE] < self.min_loss_scale
             which = f"every step overflowed fp16 and the loss scale fell below {self.min_loss_scale:g}"
