@@ -1,9 +1,9 @@
 """Stop a run whose loss or gradients go non-finite before any checkpoint holds its weights (docs/runs.md).
 
 Reading a tensor's value on the host waits for the GPU (a synchronisation), so nothing is read per step: each
-step's loss and gradient norm are copied into a small buffer on the device, and the buffer is read every
-`check_every_n_steps` steps, before validation, at each epoch end and before every checkpoint. The first
-non-finite entry names the step. The weights of the steps after it are never written: the check before a save
+step's loss and gradient norm stay on the device (0-dim tensors kept in a list), and they are stacked and read
+every `check_every_n_steps` steps, before validation, at each epoch end and before every checkpoint. The first
+non-finite one names the step. The weights of the steps after it are never written: the check before a save
 stops the run first, so `last.ckpt` keeps the last good state.
 
 Under `precision: 16-mixed` a non-finite loss or gradient is an fp16 overflow the GradScaler handles (it skips
@@ -23,7 +23,7 @@ from torch import Tensor
 from gon_lightning.errors import UserError, attach, positive, positive_int
 from gon_lightning.runs import UnfinishedRun, surviving_checkpoint
 
-LOSS, GRADIENTS, SCALE = 0, 1, 2  # the buffer's rows
+LOSS, GRADIENTS, SCALE = 0, 1, 2  # the rows of what a check reads
 NON_FINITE_INPUT = "all elements of input should be between 0 and 1"  # binary_cross_entropy fed NaN
 
 
