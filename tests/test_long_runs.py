@@ -237,3 +237,15 @@ def test_the_divergence_check_reads_nothing_on_the_host_between_its_checks(mnist
     )
     trainer.fit(GON(nz=8, ngf=4), datamodule=MNISTDataModule(root=mnist_root, batch_size=32, download=False))
     assert counter.calls == [], counter.calls[:3]
+
+
+def test_non_finite_weights_are_never_written_whatever_made_them(tmp_path: Path):
+    """The last line of defence: a checkpoint whose weights are not finite is refused before it is written."""
+    model = GON(nz=8, ngf=4)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, callbacks=[DivergenceGuard()], default_root_dir=tmp_path)
+    trainer.strategy.connect(model)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("inf"))
+    with pytest.raises(DivergenceError, match="the weights went non-finite"):
+        trainer.save_checkpoint(tmp_path / "bad.ckpt")
+    assert not (tmp_path / "bad.ckpt").exists()

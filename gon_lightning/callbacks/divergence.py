@@ -90,6 +90,12 @@ class DivergenceGuard(Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         self.check(trainer, pl_module)  # raised here, the checkpoint is never written
+        # and the weights themselves, whatever made them non-finite (one pass over them per checkpoint)
+        weights = [t for t in checkpoint.get("state_dict", {}).values() if t.is_floating_point()]
+        if weights and not bool(torch.stack([t.isfinite().all() for t in weights]).all()):
+            which = "the weights went non-finite (found writing the checkpoint)"
+            step, epoch = trainer.global_step, trainer.current_epoch
+            raise DivergenceError(self.message(trainer, pl_module, which, step, epoch))
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # a loss that takes no non-finite input (binary cross-entropy) raises where the weights or the latents went
