@@ -24,7 +24,7 @@ from typing import Any
 
 from jsonargparse import Namespace
 from pytorch_lightning import Trainer
-from pytorch_lightning.callbacks import ModelSummary, ProgressBar, RichProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint, ModelSummary, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins.environments import ClusterEnvironment, SLURMEnvironment
@@ -51,7 +51,7 @@ from gon_lightning.callbacks import (
 
 # importing the packages registers every model and DataModule, so configs may use short class names
 from gon_lightning.data import ImageDataModule
-from gon_lightning.errors import user_error_in
+from gon_lightning.errors import configuration_error, debugging
 from gon_lightning.models import ImageModel
 from gon_lightning.parser import GONArgumentParser
 from gon_lightning.trainer import GONTrainer
@@ -63,6 +63,13 @@ def _no_advertising(record: logging.LogRecord) -> bool:
 
 
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_no_advertising)
+
+DESCRIPTION = (
+    "gon-lightning: train, test and share Gradient Origin Networks and their baselines (conv autoencoder, VAE, "
+    "variational and implicit GON, Generative Optimization Network) on PyTorch Lightning. A config names a model and "
+    "a DataModule (`--config gon_mnist`); `<subcommand> --help` lists every option. Errors in the options are told "
+    "in one line; GON_LIGHTNING_DEBUG=1 shows the full traceback."
+)
 
 # W&B; runs.with_csv_beside_wandb puts a CSVLogger beside it (a list here would break `--trainer.logger CSVLogger`)
 DEFAULT_LOGGER = {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"project": "gon-lightning"}}
@@ -190,6 +197,13 @@ class GONLightningCLI(LightningCLI):
         held.hold(trainer)
         return trainer
 
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
+        if config.get("enable_checkpointing") is False:  # the CLI's own checkpoint callback goes too
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+            if not runs.is_launched_rank():
+                print(runs.NO_CHECKPOINTS, file=sys.stderr, flush=True)
+        return super()._instantiate_trainer(config, callbacks)
+
     def _check_checkpoint(self) -> None:
         if self.checkpoint is not None:
             runs.check_model_checkpoint(self.config[self.subcommand].ckpt_path, self.checkpoint, self.model)
@@ -246,10 +260,10 @@ def main(args: list[str] | None = None, run: bool = True) -> GONLightningCLI:
     except SIGTERMException as stop:
         sys.exit(runs.stopped_message(getattr(stop, "gon_lightning", None)))
     except Exception as error:
-        cause = user_error_in(error)
-        if cause is None:
+        line = None if debugging() else configuration_error(error)
+        if line is None:  # a bug, or GON_LIGHTNING_DEBUG=1: the whole traceback
             raise
-        sys.exit(f"gon-lightning: error: {cause}")
+        sys.exit(f"gon-lightning: error: {line}")
 
 
 def _run(args: Any, run: bool) -> GONLightningCLI:
@@ -266,6 +280,7 @@ def _run(args: Any, run: bool) -> GONLightningCLI:
         auto_configure_optimizers=False,
         save_config_callback=RunConfigCallback,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"description": DESCRIPTION, "prog": "gon-lightning"},
         trainer_defaults={
             # GON-family evaluation takes gradients at the origin; inference mode forbids that
             "inference_mode": False,

@@ -193,3 +193,9 @@ def test_lightning_ends_the_epoch_at_max_steps_and_counts_its_last_batch():
 
     assert "self.max_steps" in inspect.getsource(_TrainingEpochLoop._is_training_done.fget)
     assert "is_last_batch" in inspect.getsource(_TrainingEpochLoop.advance)
+
+
+def test_lightning_cli_instantiates_the_trainer_with_its_own_callbacks_apart():
+    source = inspect.getsource(LightningCLI.instantiate_trainer)
+    assert "callback_keys" in source and "self._instantiate_trainer(trainer_config, extra_callbacks)" in source
+    assert list(inspect.signature(LightningCLI._instantiate_trainer).parameters) == ["self", "config", "callbacks"]

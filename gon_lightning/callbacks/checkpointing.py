@@ -244,6 +244,10 @@ class RunState(Callback):
             "wandb_id": self.wandb_id,
         }
 
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.checkpoint_callback is None:  # checkpointing off: an epoch's metrics and panels are the result
+            keep_run()
+
     # an evaluation's result: its metrics are logged (and, for test and predict, written) once its loop ends
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == TrainerFn.VALIDATING:
@@ -305,9 +309,10 @@ class RunState(Callback):
         if not isinstance(exception, SIGTERMException) or trainer.sanity_checking:
             return
         checkpoint = trainer.checkpoint_callback
-        dirpath = getattr(checkpoint, "dirpath", None) or os.path.join(self.run_dir, "checkpoints")
-        path = os.path.join(dirpath, "last.ckpt")
-        trainer.save_checkpoint(path)
+        path = None  # checkpointing is off (trainer.enable_checkpointing false): nothing is written
+        if checkpoint is not None:
+            path = os.path.join(checkpoint.dirpath or os.path.join(self.run_dir, "checkpoints"), "last.ckpt")
+            trainer.save_checkpoint(path)
         self.interrupted = {"signal": self._signal or "SIGTERM", "checkpoint": path, "step": trainer.global_step}
         if self._signal == "SIGUSR1" and trainer.is_global_zero:
             self.interrupted["requeued"] = requeue_slurm_job()

@@ -51,7 +51,7 @@ from gon_lightning.runs.loggers import (
     wandb_settings,
     with_csv_beside_wandb,
 )
-from gon_lightning.runs.messages import fit_summary, stopped_message
+from gon_lightning.runs.messages import NO_CHECKPOINTS, fit_summary, stopped_message
 from gon_lightning.runs.wandb_shims import skip_pandas_import_for_media, skip_unstaged_launch_inputs
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "EVALUATION_OPTIONS",
     "EVALUATION_SUBCOMMANDS",
     "LIGHTNING_CKPT_PATHS",
+    "NO_CHECKPOINTS",
     "PACKAGED_CONFIGS",
     "RUN_DIR_ENV",
     "WANDB_ID_ENV",

@@ -7,6 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+NO_CHECKPOINTS = (
+    "checkpointing is off (--trainer.enable_checkpointing false): this run writes no checkpoint and cannot be resumed"
+)
+
 
 def fit_summary(run_dir: Path, trainer: Any, images: str | None = None) -> str:
     """What to look at and run next, printed when `fit` ends: the best checkpoint and its score, the images, and
@@ -23,6 +27,8 @@ def fit_summary(run_dir: Path, trainer: Any, images: str | None = None) -> str:
     tested = best or (str(last) if last and last.is_file() else "")
     if tested:
         lines.append(f"test it: gon-lightning test --config {config} --ckpt_path {shlex.quote(tested)}")
+    if checkpoint is None:
+        lines.append("no checkpoint written (checkpointing was off): nothing to test or resume")
     if last and last.is_file():
         finished = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch
         more = f" --trainer.max_epochs {2 * trainer.max_epochs}" if finished else ""
@@ -38,6 +44,9 @@ def stopped_message(info: dict[str, Any] | None) -> str | int:
     SIGUSR1, 143 for SIGTERM."""
     if not info:
         return "gon-lightning: stopped by a signal before training began; no checkpoint written"
+    if info["checkpoint"] is None:
+        stopped = f"{info['signal']} received: stopped at step {info['step']}"
+        return f"gon-lightning: {stopped}; checkpointing is off: nothing saved, nothing to resume"
     run_dir = Path(info["checkpoint"]).parent.parent
     resume = f"gon-lightning fit --config {run_dir / 'config.yaml'} --ckpt_path {info['checkpoint']}"
     lines = [
