@@ -12,6 +12,7 @@ from image_fixtures import config_image_size
 
 from gon_lightning.cli import GONLightningCLI, invoked_subcommand, main
 from gon_lightning.parser import GONArgumentParser
+from gon_lightning.trainer import GONTrainer
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 DATA_FIXTURES = {
@@ -163,9 +164,9 @@ def test_only_the_invoked_subcommands_parser_is_built(monkeypatch, capsys: pytes
     built.clear()
     with pytest.raises(SystemExit):
         main(["--help"])  # no subcommand named: every one is listed
-    assert len(built) == 4
+    assert len(built) == 4 + len(GONTrainer.SUBCOMMANDS)  # Lightning's four and gon-lightning's own
     listed = capsys.readouterr().out.split("Available subcommands:", 1)[1]
-    assert all(name in listed for name in ("fit", "validate", "test", "predict"))
+    assert all(name in listed for name in ("fit", "validate", "test", "predict", *GONTrainer.SUBCOMMANDS))
     with pytest.raises(SystemExit) as failed:
         main(["fitt"])
     assert failed.value.code == 2 and "invalid choice: 'fitt'" in capsys.readouterr().err

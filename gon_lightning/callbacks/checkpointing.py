@@ -27,6 +27,7 @@ from gon_lightning.runs import (
     read_torch_file,
     slurm_detected,
     slurm_job_id,
+    source_commit,
     surviving_checkpoint,
 )
 
@@ -242,6 +243,7 @@ class RunState(Callback):
             "model": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
             "run_dir": self.run_dir,
             "wandb_id": self.wandb_id,
+            "commit": source_commit(),  # the code that trained it, for the model card of an export
         }
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

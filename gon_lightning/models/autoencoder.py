@@ -9,7 +9,8 @@ from torch import Tensor
 from gon_lightning.errors import MODEL, positive_int
 from gon_lightning.models.base import ConvNetModel
 from gon_lightning.models.gon import paper_loss
-from gon_lightning.nn import ConvDecoder, ConvEncoder
+from gon_lightning.nn import ConvEncoder
+from gon_lightning.nn.networks import NetworkFactory
 
 
 class ConvAutoencoder(ConvNetModel):
@@ -18,15 +19,18 @@ class ConvAutoencoder(ConvNetModel):
 
     Args:
         nz: latent size.
+        encoder: your own encoder instead of the mirrored Conv2d one: a class given by class_path/init_args,
+            called with (nz, image_shape) and its init_args, mapping images (B, C, H, W) in [0, 1] to (B, nz)
+            (the VAE's features, on which its linear mean and log-variance heads sit); from Python also a built
+            nn.Module. Unset: the paper's encoder.
     """
 
-    def __init__(self, nz: int = 256, **kwargs: Any) -> None:
+    def __init__(self, nz: int = 256, encoder: NetworkFactory | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         positive_int(MODEL + "nz", nz)
-        channels, height, _ = self.image_shape
         self.nz = nz
-        self.encoder = ConvEncoder(nz, self.ngf, channels, height, self.activation, self.norm)
-        self.decoder = ConvDecoder(nz, self.ngf, channels, height, self.activation, self.norm)
+        self.encoder = self.make_network("encoder", encoder, ConvEncoder)
+        self.decoder = self.make_decoder()
 
     def encode_images(self, x: Tensor) -> Tensor:
         return self.encoder(x)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,9 +16,10 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MeanSquaredError
 from torchmetrics.image import PeakSignalNoiseRatio
 
-from gon_lightning.errors import MODEL, positive, positive_int, require
+from gon_lightning.errors import MODEL, UserError, positive, positive_int, require
 from gon_lightning.nn import Activation, Norm
-from gon_lightning.nn.conv import hidden_widths
+from gon_lightning.nn.conv import ConvDecoder, ConvEncoder, hidden_widths
+from gon_lightning.nn.networks import NetworkFactory, build_network, check_decoder, check_encoder, recorded_network
 
 NormEval = Literal["batch", "running"]
 NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
@@ -112,7 +114,11 @@ class ImageModel(pl.LightningModule, ABC):
         shape_ok = len(tuple(image_shape)) == 3 and all(isinstance(n, int) and n > 0 for n in image_shape)
         require(shape_ok, MODEL + "image_shape", image_shape, "(channels, height, width), all positive")
         positive(MODEL + "lr", lr)
-        self.save_hyperparameters()
+        with warnings.catch_warnings():
+            # a network given as a built module is saved with the state_dict, and the hyperparameters record only its
+            # class (`ConvNetModel.make_network`): Lightning's advice to leave it out of them is followed already
+            warnings.filterwarnings("ignore", message=r"Attribute '(decoder|encoder)' is an instance of `nn.Module`")
+            self.save_hyperparameters()
         self.image_shape = tuple(image_shape)
         self.lr = lr
         self.norm_eval = norm_eval
@@ -241,26 +247,80 @@ class ImageModel(pl.LightningModule, ABC):
 class ConvNetModel(ImageModel):
     """Base of the models built from the paper's convolutional networks (`gon_lightning.nn.conv`): GON,
     detached GON, V-GON, autoencoder and VAE, on square images of 32 (the paper's), 64, 128 or 256 px. It declares
-    the networks' options once.
+    the networks' options once; any of the networks may be one of your own instead (docs/extending.md), which
+    then takes any image shape.
 
     Args:
         ngf: network width: the decoder's last hidden layer has ngf channels, the ones before 2 ngf, 4 ngf, ...
             (3 hidden layers at 32 px, one more per doubling of the side; the encoder mirrors it); 16 in the paper.
+            Shapes the built-in networks only, as do activation and norm.
         activation: activation of the networks (the paper's ablation: ELU > SELU > ReLU).
         norm: normalisation after each hidden convolution. "batch" is the paper's; "group" or "none" evaluate
             the same in train and eval mode at any batch size (docs/design.md, "BatchNorm at the origin").
+        decoder: your own decoder instead of the paper's: a class given by class_path/init_args, called with
+            (nz, image_shape) and its init_args, mapping latents (B, nz) to images (B, C, H, W) in [0, 1] (the
+            model's loss compares them with the data in [0, 1]); from Python also a built nn.Module. Unset: the
+            paper's ConvTranspose2d decoder.
     """
 
-    def __init__(self, ngf: int = 16, activation: Activation = "elu", norm: Norm = "batch", **kwargs: Any) -> None:
+    #: the built-in networks' options and their defaults: refused when changed but no built-in network is built
+    BUILT_IN_OPTIONS = {"ngf": 16, "activation": "elu", "norm": "batch"}
+
+    def __init__(
+        self,
+        ngf: int = 16,
+        activation: Activation = "elu",
+        norm: Norm = "batch",
+        decoder: NetworkFactory | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         positive_int(MODEL + "ngf", ngf)
         require(activation in ("elu", "relu", "selu"), MODEL + "activation", activation, "'elu', 'relu' or 'selu'")
         require(norm in ("batch", "group", "none"), MODEL + "norm", norm, "'batch', 'group' or 'none'")
-        _, height, width = self.image_shape
-        require(height == width, MODEL + "image_shape", self.image_shape, "square for the convolutional networks")
-        if norm == "group":  # GroupNorm(min(8, c // 2), c) must divide each width c
-            ok = all(c >= 2 and c % min(8, c // 2) == 0 for c in hidden_widths(ngf, height))
-            require(ok, MODEL + "ngf", ngf, "2, 3, 4, 6, 8 or a multiple of 8 with norm 'group' (GroupNorm's groups)")
         self.ngf = ngf
         self.activation = activation
         self.norm = norm
+        self._decoder_option = {"decoder": decoder}  # in a dict: a module given is not a submodule until it is built
+        self._built_in_networks = 0
+
+    def _check_built_in_shape(self) -> None:
+        _, height, width = self.image_shape
+        require(height == width, MODEL + "image_shape", self.image_shape, "square for the convolutional networks")
+        if self.norm == "group":  # GroupNorm(min(8, c // 2), c) must divide each width c
+            ok = all(c >= 2 and c % min(8, c // 2) == 0 for c in hidden_widths(self.ngf, height))
+            needs = "2, 3, 4, 6, 8 or a multiple of 8 with norm 'group' (GroupNorm's groups)"
+            require(ok, MODEL + "ngf", self.ngf, needs)
+
+    def make_network(self, name: str, spec: Any, built_in: type[ConvDecoder] | type[ConvEncoder]) -> nn.Module:
+        """The model's `name` network ("decoder" or "encoder"): the one `spec` names, checked, or the built-in one.
+
+        Each model calls it where it builds that network (the order of construction decides the initial weights).
+        The decoder comes last, so by then it is known whether any built-in network uses ngf, activation and norm.
+        """
+        option = MODEL + name
+        if self.hparams.get(name) is spec:  # given from Python; LightningCLI records the config's class_path/init_args
+            self.hparams[name] = recorded_network(spec)  # what checkpoints and exports can rebuild it from
+        own = build_network(spec, self.nz, self.image_shape, option)
+        if own is None:
+            self._check_built_in_shape()
+            self._built_in_networks += 1
+            channels, height, _ = self.image_shape
+            network = built_in(self.nz, self.ngf, channels, height, self.activation, self.norm)
+        else:
+            check = check_decoder if name == "decoder" else check_encoder
+            check(own, self.nz, self.image_shape, option, type(self).__name__)
+            network = own
+        if name == "decoder" and not self._built_in_networks:
+            changed = [key for key, default in self.BUILT_IN_OPTIONS.items() if getattr(self, key) != default]
+            if changed:
+                verb, pronoun = ("shapes", "it") if len(changed) == 1 else ("shape", "them")
+                raise UserError(
+                    f"{', '.join(MODEL + key for key in changed)} {verb} the built-in networks only, and this "
+                    f"{type(self).__name__} has none (its networks are your own): drop {pronoun}"
+                )
+        return network
+
+    def make_decoder(self) -> nn.Module:
+        """The decoder: the `decoder` option's, or the paper's `ConvDecoder`."""
+        return self.make_network("decoder", self._decoder_option["decoder"], ConvDecoder)

@@ -8,7 +8,6 @@ from torch import Tensor
 
 from gon_lightning.models.base import ConvNetModel
 from gon_lightning.models.origin import OriginModel
-from gon_lightning.nn import ConvDecoder
 
 
 def paper_loss(x_hat: Tensor, x: Tensor) -> Tensor:
@@ -18,14 +17,13 @@ def paper_loss(x_hat: Tensor, x: Tensor) -> Tensor:
 
 class GON(ConvNetModel, OriginModel):
     """GON: the latent is the negative gradient of the reconstruction loss at the origin, decoded by the paper's
-    convolutional decoder. Options: the decoder's (`ConvNetModel`), the origin step's (`OriginModel`) and
-    the shared ones (`ImageModel`); `--model.help GON` lists them all.
+    convolutional decoder (or your own: `decoder`). Options: the decoder's (`ConvNetModel`), the origin step's
+    (`OriginModel`) and the shared ones (`ImageModel`); `--model.help GON` lists them all.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        channels, height, _ = self.image_shape
-        self.decoder = ConvDecoder(self.nz, self.ngf, channels, height, self.activation, self.norm)
+        self.decoder = self.make_decoder()
 
     def decode_latents(self, z: Tensor) -> Tensor:
         return self.decoder(z)

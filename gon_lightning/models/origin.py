@@ -1,4 +1,5 @@
-"""The origin step shared by the GON family, written once.
+"""The GON family's LightningModule base: the origin step (written once, `gon_lightning.nn.origin.origin_step`)
+made into training, evaluation and sampling.
 
 The latent of x is the negative gradient, at the origin z0 = 0, of the inner loss of decoding z0:
     z = z0 - d inner(F(z0), x) / d z0
@@ -13,15 +14,14 @@ Hooks for the family: `initial_latent` (the implicit GON's learnable origin), `i
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from gon_lightning.errors import MODEL, UserError, positive_int, require
 from gon_lightning.models.base import ImageModel
-
-InnerReduction = Literal["mean", "sum"]
+from gon_lightning.nn.origin import InnerReduction, origin_step
 
 
 class OriginModel(ImageModel):
@@ -85,32 +85,20 @@ class OriginModel(ImageModel):
         return z0.requires_grad_()
 
     def encode(self, x: Tensor, create_graph: bool) -> Tensor:
-        """The origin step: `inner_steps` gradient steps on the inner loss, away from the origin."""
-        if torch.is_inference_mode_enabled():
-            raise UserError(
-                "GON-family models take gradients during evaluation; run with trainer.inference_mode: false "
-                "(the gon-lightning CLI's default)"
-            )
-        with torch.enable_grad():
-            z = self.initial_latent(len(x))
-            for _ in range(self.inner_steps):
-                if not z.requires_grad:  # a later step of an encoding taken without graph
-                    z = z.requires_grad_()
-                inner, _ = self.latent_loss(z, x)
-                inner = inner.sum() if self.inner_reduction == "sum" else inner.mean()
-                grad = self._inner_gradient(inner, z, create_graph)
-                # a leaf start (the fixed origin) carries no parameters: detach it; a learnable origin keeps
-                # its graph. When kept, the second-order graph lives in grad.
-                z = (z.detach() if z.is_leaf else z) - self.inner_lr * grad
-        return z
+        """The origin step (`gon_lightning.origin_step`): `inner_steps` gradient steps on the inner loss, away from
+        `initial_latent`."""
+        z0 = self.initial_latent(len(x))
+        return origin_step(
+            lambda z: self.latent_loss(z, x)[0],
+            z0,
+            steps=self.inner_steps,
+            step_size=self.inner_lr,
+            reduction=self.inner_reduction,
+            create_graph=create_graph,
+            loss_scale=self._inner_loss_scale(z0),
+        ).latents
 
-    def _inner_gradient(self, inner: Tensor, z: Tensor, create_graph: bool) -> Tensor:
-        scale = self._inner_loss_scale(inner)
-        if scale is None:
-            return torch.autograd.grad(inner, z, create_graph=create_graph)[0]
-        return torch.autograd.grad(inner * scale, z, create_graph=create_graph)[0] / scale
-
-    def _inner_loss_scale(self, inner: Tensor) -> Tensor | None:
+    def _inner_loss_scale(self, like: Tensor) -> Tensor | None:
         """The fp16 loss scale as a 0-dim device tensor, or None when no GradScaler is active.
 
         Lightning scales only the loss `training_step` returns, so under `precision="16-mixed"` the inner
@@ -124,7 +112,7 @@ class OriginModel(ImageModel):
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None) if trainer is not None else None
         if scaler is None or not scaler.is_enabled():
             return None
-        return scaler.scale(torch.ones((), device=inner.device)).reshape(())
+        return scaler.scale(torch.ones((), device=like.device)).reshape(())
 
     def setup(self, stage: str) -> None:
         # SyncBatchNorm has no double backward (pytorch#61222). Checked here, before the strategy converts the

@@ -18,7 +18,6 @@ from gon_lightning.models.variational import (
     reparameterize,
     update_elbo_metrics,
 )
-from gon_lightning.nn import ConvDecoder
 
 
 class VariationalGON(ConvNetModel, OriginModel):
@@ -48,11 +47,10 @@ class VariationalGON(ConvNetModel, OriginModel):
     def __init__(self, eval_latent: EvalLatent = "sample", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.eval_latent = checked_eval_latent(eval_latent)
-        channels, height, _ = self.image_shape
         nz = self.nz
         self.to_mu = nn.Linear(nz, nz)
         self.to_logvar = nn.Linear(nz, nz)
-        self.decoder = ConvDecoder(nz, self.ngf, channels, height, self.activation, self.norm)
+        self.decoder = self.make_decoder()  # an own decoder's output is the Bernoulli mean, in [0, 1]
         add_elbo_metrics(self.val_metrics)
         add_elbo_metrics(self.test_metrics)
 

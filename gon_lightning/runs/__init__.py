@@ -17,6 +17,7 @@ from gon_lightning.runs.checkpoints import (
     load_checkpoint_file,
     read_torch_file,
     resolve_ckpt_path,
+    source_commit,
     surviving_checkpoint,
 )
 from gon_lightning.runs.configs import (
@@ -26,6 +27,7 @@ from gon_lightning.runs.configs import (
     resolve_config_names,
     run_name,
     short_name,
+    with_run_config,
 )
 from gon_lightning.runs.folders import (
     DEFAULT_RUNS_ROOT,
@@ -94,10 +96,12 @@ __all__ = [
     "slurm_job_id",
     "slurm_job_name",
     "slurm_restart_count",
+    "source_commit",
     "stopped_message",
     "surviving_checkpoint",
     "wandb_logged_in",
     "wandb_offline",
     "wandb_settings",
     "with_csv_beside_wandb",
+    "with_run_config",
 ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,25 @@ LIGHTNING_CKPT_PATHS = frozenset({"best", "hpc", "registry"})
 # model options that only change how a trained model is evaluated: given with --ckpt_path, they win over the
 # checkpoint's values; any other model option given must agree with the checkpoint (see keep_given_model_options)
 EVALUATION_OPTIONS = frozenset({"norm_eval", "eval_latent"})
+
+
+@functools.cache
+def source_commit() -> str | None:
+    """The git commit of the gon_lightning source in use (`-dirty` with uncommitted changes) when it is a checkout
+    of gon-lightning itself, else None (an installed wheel; a virtual environment inside another repository)."""
+    package = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=package, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != package.parent:
+        return None
+    return git("describe", "--always", "--dirty", "--abbrev=40")
 
 
 def read_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:

@@ -38,6 +38,29 @@ def resolve_config_names(args: list[str]) -> list[str]:
     return resolved
 
 
+def with_run_config(args: list[str]) -> list[str]:
+    """`gon-lightning export --ckpt_path CKPT` without --config: the run's `config.yaml` beside CKPT's
+    `checkpoints/` folder gives the model and data options (the checkpoint's hyperparameters then replace the
+    model's, as for any --ckpt_path). Other commands, and a command given --config, are left as they are."""
+    tokens = list(args)
+    if "export" not in tokens or any(t in ("--config", "-c") or t.startswith("--config=") for t in tokens):
+        return tokens
+    ckpt = next(
+        (tokens[i + 1] for i, t in enumerate(tokens[:-1]) if t == "--ckpt_path"),
+        next((t.removeprefix("--ckpt_path=") for t in tokens if t.startswith("--ckpt_path=")), None),
+    )
+    if ckpt is None or any(t == "--help" or t == "-h" for t in tokens):
+        return tokens
+    run_config = Path(ckpt).parent.parent / "config.yaml"
+    if Path(ckpt).parent.name != "checkpoints" or not run_config.is_file():
+        raise UserError(
+            f"--ckpt_path {ckpt} lies outside a run folder (no config.yaml beside its checkpoints/ folder): give the "
+            "config it was trained with, --config CONFIG"
+        )
+    at = tokens.index("export") + 1
+    return [*tokens[:at], "--config", str(run_config), *tokens[at:]]
+
+
 def short_name(class_path: str, suffix: str = "") -> str:
     return class_path.rsplit(".", 1)[-1].removesuffix(suffix).lower()
 
