@@ -26,15 +26,20 @@ from gon_lightning.runs import load_checkpoint_file
 
 
 def step_bounded(root: Path, runs: Path, max_steps: int, *extra: str) -> list[str]:
-    return base_args(
-        root,
-        runs,
-        "--trainer.max_epochs=-1",
-        f"--trainer.max_steps={max_steps}",
-        "--trainer.limit_train_batches=1.0",
-        *PROBES,
-        *extra,
-    )
+    # the V-GON: its reparameterisation draws from the global generator, which a resume must restore exactly
+    return [
+        "fit",
+        "--model=VariationalGON",
+        *base_args(
+            root,
+            runs,
+            "--trainer.max_epochs=-1",
+            f"--trainer.max_steps={max_steps}",
+            "--trainer.limit_train_batches=1.0",
+            *PROBES,
+            *extra,
+        )[2:],
+    ]
 
 
 @pytest.mark.equality

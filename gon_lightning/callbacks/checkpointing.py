@@ -231,7 +231,8 @@ class RunState(Callback):
         # the checkpoint; so the generators are set once more right before the first resumed batch, where the
         # straight run stood. (At an epoch's start, batch 0, that draw is the new epoch's own, as in a straight run.)
         if self._restored_rng is not None:
-            if batch_idx > 0:
+            # (the loop's count, not batch_idx: a stateful loader, litdata's, resumes its batches from 0)
+            if trainer.fit_loop.epoch_loop.batch_progress.current.ready > 1:
                 _set_rng_state(self._restored_rng)
             self._restored_rng = None
 
