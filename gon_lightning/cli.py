@@ -36,6 +36,7 @@ from gon_lightning.callbacks import (
     AtomicCheckpointIO,
     BestAndLastCheckpoint,
     CompactModelSummary,
+    DivergenceGuard,
     EpochLog,
     HoldBackLoggers,
     ImagePanels,
@@ -113,6 +114,7 @@ class GONLightningCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+        parser.add_lightning_class_args(DivergenceGuard, "divergence")  # before the panels, which it spares
         parser.add_lightning_class_args(ImagePanels, "images")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
 

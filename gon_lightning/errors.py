@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from lightning_fabric.utilities.exceptions import MisconfigurationException
@@ -44,7 +46,13 @@ def _chain(error: BaseException | None) -> Iterator[BaseException]:
 
 def user_error_in(error: BaseException | None) -> UserError | None:
     """The UserError behind `error`, if any: jsonargparse wraps errors raised while instantiating classes."""
-    return next((e for e in _chain(error) if isinstance(e, UserError)), None)
+    for link in _chain(error):
+        if isinstance(link, UserError):
+            return link
+        attached = getattr(link, "gon_lightning_user_error", None)  # see `attach`
+        if attached is not None:
+            return attached
+    return None
 
 
 def configuration_error(error: BaseException) -> str | None:
@@ -113,3 +121,61 @@ def positive_ints(prefix: str, **values: Any) -> None:
     """`positive_int` for several options of one group (`prefix`: e.g. "images.")."""
     for name, value in values.items():
         positive_int(prefix + name, value)
+
+
+# A write that fails for one of these is the file system's doing, not the program's: the user can fix it
+WRITE_FAILURES = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+class WriteError(UserError):
+    """A file could not be written: its disk is full, over quota, read-only, or not ours to write."""
+
+
+ONLY_WRITES_FAIL = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # a refused read is EACCES or EPERM too
+
+
+def write_failure(error: BaseException | None, errnos: Any = WRITE_FAILURES) -> OSError | None:
+    """The OSError of a failed write behind `error`, if any (torch.save wraps it in a RuntimeError); `errnos`:
+    the errors that count."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in errnos:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def write_error(
+    error: BaseException, what: str, folder: Any, survived: str, errnos: Any = WRITE_FAILURES
+) -> WriteError | None:
+    """The one line a failed write of `what` into `folder` deserves (what survived it included), or None when
+    `error` is not the file system refusing a write (`errnos`, as `write_failure`)."""
+    cause = write_failure(error, errnos)
+    if cause is None:
+        return None
+    reason = WRITE_FAILURES[cause.errno]
+    return WriteError(f"could not write {what} to {folder}: {reason} ({errno.errorcode[cause.errno]}); {survived}")
+
+
+@contextmanager
+def writing(what: str, folder: Any, survived: Callable[[], str]) -> Iterator[None]:
+    """Turn a write refused by the file system (full, over quota, read-only, no permission) into a `WriteError`
+    naming `folder`, `what` was being written and `survived()`: what is still intact."""
+    try:
+        yield
+    except Exception as error:
+        failed = write_error(error, what, folder, survived())
+        if failed is None:
+            raise
+        raise failed from error
+
+
+def attach(error: BaseException, cause: UserError) -> None:
+    """Make `cause` what the CLI says when `error` ends the command: a callback's `on_exception` sees the error
+    Lightning then re-raises, and cannot replace it."""
+    error.gon_lightning_user_error = cause  # type: ignore[attr-defined]

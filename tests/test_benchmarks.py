@@ -90,3 +90,12 @@ def test_sample_quality_benchmark_reports_each_cost(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     for label in ("lenet", "resnet", "inception", "d     8: P/R/D/C", "peak"):
         assert label in done.stdout
+
+
+def test_divergence_check_benchmark_reports_both_contenders_and_their_ratio(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "divergence_check.py"), "--root", str(tmp_path)]
+    command += ["--blocks", "2", "--block", "2", "--warmup", "1", "--nz", "4", "--ngf", "1", "--threads", "1"]
+    done = subprocess.run([*command, "--check-every", "3"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 (n), 2 (g), alternating" in done.stdout and "g/n = " in done.stdout
+    assert "the guard's hooks: " in done.stdout

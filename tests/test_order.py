@@ -144,6 +144,7 @@ BACKENDS = pytest.mark.parametrize("backend", ["mapped", pytest.param("streaming
         # and the next epoch's permutation comes from it (RunState sets the generators again before the batch)
         ("mapped", 3),
         pytest.param("streaming", 20, marks=pytest.mark.slow),
+        pytest.param("streaming", 3, marks=pytest.mark.slow),  # the epoch after the resumed one is whole
     ],
 )
 def test_mid_epoch_resume_continues_the_exact_order(

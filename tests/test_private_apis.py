@@ -179,6 +179,22 @@ def test_wandb_lists_installed_packages_at_start_unless_x_save_requirements_is_o
     assert "if self._settings.x_save_requirements" in source and "working_set()" in source
 
 
+def test_litdata_loader_restores_until_its_epoch_iterator_is_exhausted():
+    """streaming._loader_class ends the restore itself: litdata clears it only after the last batch."""
+    litdata = pytest.importorskip("litdata")
+    source = inspect.getsource(litdata.StreamingDataLoader.__iter__)
+    assert "elif not self.restore:" in source and source.rstrip().count("self.restore = False") >= 1
+    assert "self.restore = True" in inspect.getsource(litdata.StreamingDataLoader.load_state_dict)
+
+
+def test_lightning_ends_the_epoch_at_max_steps_and_counts_its_last_batch():
+    """BestAndLastCheckpoint writes last.ckpt mid-epoch where max_steps ends the epoch before its last batch."""
+    from pytorch_lightning.loops.training_epoch_loop import _TrainingEpochLoop
+
+    assert "self.max_steps" in inspect.getsource(_TrainingEpochLoop._is_training_done.fget)
+    assert "is_last_batch" in inspect.getsource(_TrainingEpochLoop.advance)
+
+
 def test_lightning_cli_instantiates_the_trainer_with_its_own_callbacks_apart():
     source = inspect.getsource(LightningCLI.instantiate_trainer)
     assert "callback_keys" in source and "self._instantiate_trainer(trainer_config, extra_callbacks)" in source

@@ -3,6 +3,7 @@ progress, the run's config and test metrics files."""
 
 from gon_lightning.callbacks.checkpointing import AtomicCheckpointIO, BestAndLastCheckpoint, RunState
 from gon_lightning.callbacks.compile import CompileModules
+from gon_lightning.callbacks.divergence import DivergenceError, DivergenceGuard
 from gon_lightning.callbacks.images import ImagePanels, PredictionWriter, make_panels
 from gon_lightning.callbacks.performance import ChannelsLast
 from gon_lightning.callbacks.progress import EpochLog, TrainingClock
@@ -17,6 +18,8 @@ __all__ = [
     "ChannelsLast",
     "CompactModelSummary",
     "CompileModules",
+    "DivergenceError",
+    "DivergenceGuard",
     "EpochLog",
     "HoldBackLoggers",
     "ImagePanels",

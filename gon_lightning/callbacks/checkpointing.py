@@ -19,6 +19,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from gon_lightning.errors import ONLY_WRITES_FAIL, UserError, attach, write_error, write_failure, writing
 from gon_lightning.runs import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_KEY,
@@ -27,6 +28,7 @@ from gon_lightning.runs import (
     slurm_detected,
     slurm_job_id,
     source_commit,
+    surviving_checkpoint,
 )
 
 
@@ -35,6 +37,18 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def survivors(folder: Any) -> str:
+    """What a run whose write failed still has, and what to do, in words (`folder`: its checkpoints folder)."""
+    kept = surviving_checkpoint(folder)
+    if kept.startswith("no checkpoint"):
+        return f"{kept}; free space (or make the folder writable) and start again"
+    return f"{kept}; free space (or make the folder writable) and resume from it"
+
+
+def run_survivors(trainer: pl.Trainer) -> str:
+    return survivors(getattr(trainer.checkpoint_callback, "dirpath", None))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -49,17 +63,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options}")
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 would survive the rename
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        what = f"checkpoint {path.name} (epoch {checkpoint.get('epoch')}, step {checkpoint.get('global_step')})"
+        with writing(what, path.parent, lambda: survivors(path.parent)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    torch.save(checkpoint, f)
+                    f.flush()
+                    os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 would survive the rename
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+        keep_run()  # the run folder now holds a checkpoint: a later failure leaves it as it is
 
     def load_checkpoint(self, path: Any, map_location: Any = "cpu", weights_only: bool | None = None) -> dict[str, Any]:
         if weights_only is False:
@@ -87,6 +104,18 @@ class BestAndLastCheckpoint(ModelCheckpoint):
     def state_key(self) -> str:
         # ModelCheckpoint's key: the best-k state of runs written before this class existed still resumes
         return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        # `max_steps` reached before the epoch's last batch: Lightning ends the epoch there (its epoch-end hooks
+        # run, and a checkpoint written then says the epoch is over, so a continuation would skip the rest of it).
+        # Written now, as a SIGTERM stop writes it, the checkpoint is mid-epoch and a continuation with a larger
+        # max_steps trains exactly what the straight run trains; the epoch end then finds this step saved.
+        epoch_ends = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if 0 <= trainer.max_steps <= trainer.global_step and not epoch_ends:
+            self._refresh_last(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
@@ -202,12 +231,14 @@ class RunState(Callback):
         # the checkpoint; so the generators are set once more right before the first resumed batch, where the
         # straight run stood. (At an epoch's start, batch 0, that draw is the new epoch's own, as in a straight run.)
         if self._restored_rng is not None:
-            if batch_idx > 0:
+            # (the loop's count, not batch_idx: a stateful loader, litdata's, resumes its batches from 0)
+            if trainer.fit_loop.epoch_loop.batch_progress.current.ready > 1:
                 _set_rng_state(self._restored_rng)
             self._restored_rng = None
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        keep_run()  # the run folder now holds a checkpoint: a later failure leaves it as it is
+        if not isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):
+            keep_run()  # (ours keeps the run once the file is written: a failed write leaves no result)
         checkpoint[CHECKPOINT_KEY] = {
             "format": CHECKPOINT_FORMAT,
             "model": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
@@ -266,8 +297,18 @@ class RunState(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore_sigint()
 
+    def _logs_folder(self, trainer: pl.Trainer) -> str:
+        """Where the loggers write (a write error without a file name comes from one of them): the run folder's."""
+        return next((logger.log_dir for logger in trainer.loggers if getattr(logger, "log_dir", None)), self.run_dir)
+
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._restore_sigint()
+        # a disk full or read-only anywhere else (the metrics, a logger's files): one line too
+        cause = None if isinstance(exception, UserError) else write_failure(exception, ONLY_WRITES_FAIL)
+        if cause is not None:
+            folder = Path(cause.filename).parent if cause.filename else self._logs_folder(trainer)
+            what = Path(cause.filename).name if cause.filename else "the metrics and logs"
+            attach(exception, write_error(exception, what, folder, run_survivors(trainer), ONLY_WRITES_FAIL))
         if not isinstance(exception, SIGTERMException) or trainer.sanity_checking:
             return
         checkpoint = trainer.checkpoint_callback

@@ -20,8 +20,9 @@ from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from gon_lightning.callbacks.checkpointing import run_survivors
 from gon_lightning.callbacks.schedule import TimeShareSchedule
-from gon_lightning.errors import UserError, positive_ints
+from gon_lightning.errors import UserError, positive_ints, writing
 
 PANELS = ("reconstructions", "samples", "interpolations", "superres")
 
@@ -242,11 +243,12 @@ class ImagePanels(TimeShareSchedule):
         finally:
             pl_module.train(was_training)
         dirpath = Path(self.dirpath or Path(trainer.default_root_dir) / "images")
-        dirpath.mkdir(parents=True, exist_ok=True)
         written = {}
-        for name, grid in grids.items():
-            written[name] = dirpath / f"{name}-{tag}.png"
-            save_image(grid, written[name])
+        with writing(f"the image panels of {tag}", dirpath, lambda: run_survivors(trainer)):
+            dirpath.mkdir(parents=True, exist_ok=True)
+            for name, grid in grids.items():
+                written[name] = dirpath / f"{name}-{tag}.png"
+                save_image(grid, written[name])
         if self.log_to_logger:
             try:
                 log_panels(trainer, grids)

@@ -28,7 +28,7 @@ from torchvision.transforms.v2.functional import resize
 from gon_lightning.data import streaming
 from gon_lightning.data.cache import CacheWriter, Split, cache_writer, read_cache
 from gon_lightning.data.sampler import EpochSampler
-from gon_lightning.errors import DATA, UserError, positive_int, require
+from gon_lightning.errors import DATA, UserError, positive_int, require, writing
 
 
 class InMemoryImages(Dataset):
@@ -214,7 +214,11 @@ class ImageDataModule(pl.LightningDataModule, ABC):
             return  # streamed as written: nothing is decoded here
         cache = self._read_cache()
         if cache is None:
-            with cache_writer(self.cache_path, self.dims) as writer:
+            nothing_left = "nothing of it is left behind (it is built aside and renamed into place when whole)"
+            with (
+                writing("the decoded cache", self.cache_path.parent, lambda: nothing_left),
+                cache_writer(self.cache_path, self.dims) as writer,
+            ):
                 self.write_cache(writer)
                 writer.commit(self.cache_fingerprint())
             rank_zero_info(f"Cached decoded images in {self.cache_path}")
@@ -223,7 +227,9 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         if self.stream is not None:
             counts = {name: len(images) for name, (images, _) in cache.items()}
             meta = {"dims": list(self.dims), "fingerprint": self.cache_fingerprint()}
-            streaming.write_stream(self.cache_path, counts, self.stream, json.loads(json.dumps(meta)))
+            nothing_left = "none of its chunks are left behind; the decoded cache is intact"
+            with writing("litdata chunks", self.stream, lambda: nothing_left):
+                streaming.write_stream(self.cache_path, counts, self.stream, json.loads(json.dumps(meta)))
             rank_zero_info(f"Wrote the decoded images as litdata chunks to {self.stream}")
 
     def _streamed_splits(self) -> list[str] | None:

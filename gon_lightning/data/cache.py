@@ -13,6 +13,7 @@ cache that does not match is rebuilt.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import mmap
@@ -52,9 +53,9 @@ class CacheWriter:
 
     def open_split(self, name: str, count: int) -> tuple[np.ndarray, np.ndarray]:
         """A writable (count, C, H, W) uint8 array mapped onto the split's file, and its (count,) labels."""
-        images = np.lib.format.open_memmap(
-            self.staging / f"{name}.npy", mode="w+", dtype=np.uint8, shape=(count, *self.dims)
-        )
+        path = self.staging / f"{name}.npy"
+        images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(count, *self.dims))
+        _allocate(path)
         labels = np.zeros(count, dtype=np.int64)
         self._open[name] = (images, labels)
         return images, labels
@@ -93,6 +94,20 @@ class CacheWriter:
     def discard(self) -> None:
         self._open.clear()
         shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _allocate(path: Path) -> None:
+    """Take a file's disk blocks now: a disk that cannot hold it fails here with ENOSPC, where writing through a
+    mapping into the sparse file would kill the process with SIGBUS halfway. Where the call or the file system
+    does not offer it (macOS, some network file systems), the file stays sparse."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as error:
+            if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
 
 
 def _meta(path: Path) -> dict[str, Any] | None:

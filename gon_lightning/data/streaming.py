@@ -15,12 +15,15 @@ What litdata does differently from the mapped cache, and how it is met here:
 - its `StreamingDataLoader` is stateful: Lightning saves it in every checkpoint and restores it before the
   epoch resumes, so a resume from a checkpoint written mid-epoch continues the epoch's order (tested, one
   process and DDP, with pytorch-lightning 2.6 and litdata 0.2.76; Lightning does not fetch ahead from a
-  loader with a length, so the samples it counts as handed out are the ones trained on).
+  loader with a length, so the samples it counts as handed out are the ones trained on); the loader here
+  ends that restore with the resumed epoch (`_loader_class`), which litdata alone does not under Lightning.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,19 +79,24 @@ def write_stream(cache_path: Path, splits: dict[str, int], stream: str, meta: di
     """Write every cached split (its .npy file under `cache_path`, `splits[name]` images) as litdata chunks to a
     local `stream`, then `meta` (what the cache holds) beside them."""
     optimize = litdata().optimize
-    for name, count in splits.items():
-        inputs = [(start, min(start + ROWS_PER_INPUT, count)) for start in range(0, count, ROWS_PER_INPUT)]
-        optimize(
-            fn=_Rows(cache_path / f"{name}.npy"),
-            inputs=inputs,
-            output_dir=split_dir(stream, name),
-            chunk_bytes=CHUNK_BYTES,
-            num_workers=1,
-            keep_data_ordered=True,  # samples in row order: index i is row i
-            mode="overwrite",
-            verbose=False,
-        )
-    (Path(stream) / META).write_text(json.dumps({**meta, "splits": sorted(splits)}, indent=1))
+    try:
+        for name, count in splits.items():
+            inputs = [(start, min(start + ROWS_PER_INPUT, count)) for start in range(0, count, ROWS_PER_INPUT)]
+            optimize(
+                fn=_Rows(cache_path / f"{name}.npy"),
+                inputs=inputs,
+                output_dir=split_dir(stream, name),
+                chunk_bytes=CHUNK_BYTES,
+                num_workers=1,
+                keep_data_ordered=True,  # samples in row order: index i is row i
+                mode="overwrite",
+                verbose=False,
+            )
+        (Path(stream) / META).write_text(json.dumps({**meta, "splits": sorted(splits)}, indent=1))
+    except BaseException:
+        for name in splits:  # no half-written split left to take space (and to be written again anyway)
+            shutil.rmtree(split_dir(stream, name), ignore_errors=True)
+        raise
 
 
 def stack_images(samples: list[dict[str, Any]]) -> Tensor:
@@ -96,8 +104,26 @@ def stack_images(samples: list[dict[str, Any]]) -> Tensor:
     return torch.from_numpy(np.stack([sample["image"] for sample in samples]))
 
 
+@functools.cache
+def _loader_class() -> type:
+    class StreamingLoader(litdata().StreamingDataLoader):
+        """litdata's StreamingDataLoader, whose `restore` lasts one epoch however that epoch ends.
+
+        A loader restored from a checkpoint continues the stopped epoch and clears `restore` once that epoch's
+        iterator is exhausted; Lightning ends an epoch of a loader with a length after its last batch without
+        asking for one more, so the next epoch would be taken for the restored one again and serve nothing (an
+        empty epoch after every mid-epoch resume: one epoch too few for max_epochs). Cleared at the first batch.
+        """
+
+        def __iter__(self) -> Iterator[Any]:
+            for batch in super().__iter__():
+                self.restore = False
+                yield batch
+
+    return StreamingLoader
+
+
 def loader(stream: str, split: str, batch_size: int, train: bool, seed: int) -> Any:
     """A StreamingDataLoader of one split (build it once the process group exists)."""
-    lit = litdata()
-    dataset = lit.StreamingDataset(split_dir(stream, split), shuffle=train, drop_last=train, seed=seed)
-    return lit.StreamingDataLoader(dataset, batch_size=batch_size, collate_fn=stack_images, drop_last=train)
+    dataset = litdata().StreamingDataset(split_dir(stream, split), shuffle=train, drop_last=train, seed=seed)
+    return _loader_class()(dataset, batch_size=batch_size, collate_fn=stack_images, drop_last=train)

@@ -18,6 +18,7 @@ from gon_lightning.runs.checkpoints import (
     read_torch_file,
     resolve_ckpt_path,
     source_commit,
+    surviving_checkpoint,
 )
 from gon_lightning.runs.configs import (
     PACKAGED_CONFIGS,
@@ -97,6 +98,7 @@ __all__ = [
     "slurm_restart_count",
     "source_commit",
     "stopped_message",
+    "surviving_checkpoint",
     "wandb_logged_in",
     "wandb_offline",
     "wandb_settings",

@@ -67,6 +67,20 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[st
     return checkpoint
 
 
+def surviving_checkpoint(folder: str | Path | None) -> str:
+    """What a run that failed still resumes from, in words: `folder`'s last.ckpt with its epoch and step if it
+    loads (read mapped: the weights are not copied), else that none does."""
+    last = Path(folder) / "last.ckpt" if folder else None
+    if last is None or not last.exists():
+        return "no checkpoint was written yet"
+    try:
+        checkpoint = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+        where = f"epoch {checkpoint['epoch']}, step {checkpoint['global_step']}"
+    except Exception as error:
+        return f"{last} does not load ({type(error).__name__})"
+    return f"{last} ({where}) still loads"
+
+
 def check_model_checkpoint(path: str | Path, checkpoint: dict[str, Any], model: torch.nn.Module) -> None:
     """Refuse a checkpoint of another model class or another architecture, naming the file."""
     info = checkpoint.get(CHECKPOINT_KEY) or {}

@@ -32,6 +32,8 @@ def fit_summary(run_dir: Path, trainer: Any, images: str | None = None) -> str:
     if last and last.is_file():
         finished = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch
         more = f" --trainer.max_epochs {2 * trainer.max_epochs}" if finished else ""
+        if 0 < trainer.max_steps <= trainer.global_step:  # bounded by steps: continued exactly (docs/runs.md)
+            more = f" --trainer.max_steps {2 * trainer.max_steps}"
         lines.append(f"train on: gon-lightning fit --config {config} --ckpt_path {shlex.quote(str(last))}{more}")
     return "\n".join(lines)
 
