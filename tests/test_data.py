@@ -266,3 +266,30 @@ def test_a_cache_built_twice_at_once_keeps_the_first(tmp_path):
     assert (path / "train.npy").stat().st_ino == built_first
     assert torch.equal(reading["train"][0], images) and read_cache(path, (1, 2, 2), {"n": 2}) is not None
     assert [p.name for p in tmp_path.iterdir()] == ["cache"]  # the second's staging folder is gone
+
+
+def test_a_cache_committed_by_another_builder_between_look_and_rename_is_kept(tmp_path, monkeypatch):
+    """The race behind two nodes building at once: the second looks, finds no cache, and the first renames its own
+    into place before the second's rename, which then fails on a non-empty folder: it looks again and keeps it."""
+    from pathlib import Path
+
+    from gon_lightning.data.cache import cache_writer, read_cache
+
+    path = tmp_path / "cache"
+    images, labels = torch.arange(8, dtype=torch.uint8).reshape(2, 1, 2, 2), torch.tensor([0, 1])
+    with cache_writer(path, (1, 2, 2)) as first, cache_writer(path, (1, 2, 2)) as second:
+        first.add_split("train", images, labels)
+        second.add_split("train", images, labels)
+        rename = Path.rename
+
+        def first_wins(self, target):  # the first builder commits right before the second's rename
+            if self == second.staging and not path.exists():
+                first.commit({"n": 2})
+            return rename(self, target)
+
+        monkeypatch.setattr(Path, "rename", first_wins)
+        second.commit({"n": 2})
+        built_first = (path / "train.npy").stat().st_ino
+    assert read_cache(path, (1, 2, 2), {"n": 2}) is not None
+    assert (path / "train.npy").stat().st_ino == built_first
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"]

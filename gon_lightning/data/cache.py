@@ -82,14 +82,21 @@ class CacheWriter:
         (self.staging / META).write_text(json.dumps(meta, indent=1))
         # as readable as the folder that holds it: mkdtemp's 0700 would hide it from the other users of a node
         self.staging.chmod(self.path.parent.stat().st_mode & 0o777)
-        if self.path.exists():
-            if _meta(self.path) == json.loads(json.dumps(meta)) and _intact(self.path, self.dims, self.counts):
-                return  # another process sharing this file system (a node of the job) built the same cache first
-            # a stale cache: replaced whole
-            old = self.path.with_name(f".{self.path.name}.old-{self.staging.name}")
-            self.path.rename(old)
-            shutil.rmtree(old, ignore_errors=True)  # a process still mapping its files keeps reading them
-        self.staging.rename(self.path)
+        for attempt in range(3):
+            if self.path.exists():
+                if _meta(self.path) == json.loads(json.dumps(meta)) and _intact(self.path, self.dims, self.counts):
+                    return  # another process sharing this file system (a node of the job) built the same cache first
+                # a stale cache: replaced whole
+                old = self.path.with_name(f".{self.path.name}.old-{self.staging.name}")
+                self.path.rename(old)
+                shutil.rmtree(old, ignore_errors=True)  # a process still mapping its files keeps reading them
+            try:
+                self.staging.rename(self.path)
+                return
+            except OSError as error:
+                # another builder renamed its cache into place between the look above and this rename: look again
+                if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == 2:
+                    raise
 
     def discard(self) -> None:
         self._open.clear()
