@@ -278,7 +278,7 @@ def test_panels_cover_what_the_model_supports_and_skip_the_rest(tmp_path: Path):
     grids = make_panels(model, x, n_samples=4, interpolation_steps=3, render_size=48)
     assert set(grids) == {"reconstructions", "interpolations"}  # GON has no sample() or render() here
     assert torch.equal(torch.get_rng_state(), state)  # panels never move the training RNG
-    model.sample = lambda n: torch.rand(n, 1, 32, 32)
+    model.sample = lambda n, sampler=None: torch.rand(n, 1, 32, 32)
     model.render = lambda z, size: torch.rand(len(z), 1, size, size)
     grids = make_panels(model, x, n_samples=4, interpolation_steps=3, render_size=48)
     assert set(grids) == {"reconstructions", "interpolations", "samples", "superres"}

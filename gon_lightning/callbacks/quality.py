@@ -145,8 +145,15 @@ class SampleQuality(TimeShareSchedule):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            for batch in draw_samples(pl_module, count, batch_size, self.sampler, seed):
-                self._gathered.update(extract(self._features, quantised(batch)).to(pl_module.device))
+            why = None
+            try:
+                for batch in draw_samples(pl_module, count, batch_size, self.sampler, seed):
+                    self._gathered.update(extract(self._features, quantised(batch)).to(pl_module.device))
+            except NotImplementedError as error:
+                why = error
+            # all processes gather, or none: one that cannot sample yet must not leave the others in the gather
+            if not trainer.strategy.reduce_boolean_decision(why is None, all=True):
+                raise why or NotImplementedError("another process cannot sample yet")
             fake = self._gathered.compute().cpu()  # every process's features
         finally:
             pl_module.train(was_training)

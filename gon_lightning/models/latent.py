@@ -215,6 +215,10 @@ class LatentModel(ImageModel):
     def _fingerprint_matches(stored: Tensor, current: Tensor) -> bool:
         return stored.shape == current.shape and torch.allclose(stored.to(current), current, rtol=1e-9, atol=1e-12)
 
+    def fitted_sampler_buffers(self) -> set[str]:
+        """The state_dict keys a fitted sampler adds: present only once it is fitted, of the fit's size."""
+        return {f"{sampler}_{part}" for sampler in self.lazy_samplers for part in PARTS}
+
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
         # a fitted density is registered when it is fitted: adopt a checkpoint's (any size of mixture), and drop
         # a fit of ours that the loaded weights do not come with
