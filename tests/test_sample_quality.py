@@ -380,11 +380,6 @@ QUALITY_WORKER = Path(__file__).with_name("quality_ddp_worker.py")
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="open: since DivergenceGuard's collective epoch-end check joined, the two gloo ranks fall one collective "
-    "out of step around SampleQuality's epoch end (a size mismatch at the next all_reduce); passed before that merge",
-    strict=False,
-)
 def test_sample_quality_under_ddp_gathers_every_ranks_samples(mnist_root: Path, tmp_path: Path) -> None:
     """2 CPU processes (gloo): each draws half of the samples, both score all of them and log the same figures."""
     args = base_args(mnist_root, tmp_path / "runs", "--trainer.devices=2", "--trainer.strategy=ddp")

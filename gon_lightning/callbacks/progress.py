@@ -28,17 +28,20 @@ class EpochLog(Callback):
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # every process: the epoch means reduce over processes (callbacks run before the module logs them)
+        # every process: the epoch means reduce over processes (callbacks run before the module logs them), and
+        # reading the logged metrics computes them, which syncs every value logged with sync_dist=True (an
+        # all_reduce each): one process alone would leave the others a collective behind
         means = pl_module.train_epoch_means() if hasattr(pl_module, "train_epoch_means") else {}
+        metrics = trainer.callback_metrics
         if trainer.is_global_zero:
-            self._print(trainer, means)
+            self._print(trainer, means, metrics)
 
-    def _print(self, trainer: pl.Trainer, means: dict[str, torch.Tensor]) -> None:
+    def _print(self, trainer: pl.Trainer, means: dict[str, torch.Tensor], metrics: dict[str, torch.Tensor]) -> None:
         shown = [f"{name.removesuffix('_epoch')} (epoch mean) {float(value):.4g}" for name, value in means.items()]
-        if not means and "train/loss" in trainer.callback_metrics:  # a model logging its own per-step values
-            shown.append(f"train/loss (last logged step) {float(trainer.callback_metrics['train/loss']):.4g}")
-        if "val/sse" in trainer.callback_metrics:
-            shown.append(f"val/sse {float(trainer.callback_metrics['val/sse']):.4g}")
+        if not means and "train/loss" in metrics:  # a model logging its own per-step values
+            shown.append(f"train/loss (last logged step) {float(metrics['train/loss']):.4g}")
+        if "val/sse" in metrics:
+            shown.append(f"val/sse {float(metrics['val/sse']):.4g}")
         # numbered from 0 as Lightning does everywhere (its progress bar, checkpoint names, the logged `epoch`)
         last = trainer.max_epochs - 1 if trainer.max_epochs and trainer.max_epochs > 0 else "?"
         elapsed = time.perf_counter() - getattr(self, "_start", time.perf_counter())
