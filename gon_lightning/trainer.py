@@ -12,6 +12,8 @@ from typing import Any
 
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 
+from gon_lightning.metrics import NEAREST_K
+
 
 class GONTrainer(Trainer):
     #: gon-lightning's subcommands, each with the method arguments the CLI fills itself (LightningCLI's skip sets)
@@ -27,7 +29,7 @@ class GONTrainer(Trainer):
         extractor: str | None = None,
         extractor_weights: str | None = None,
         sampler: str | None = None,
-        nearest_k: int = 5,
+        nearest_k: int = NEAREST_K,
         save_features: bool = False,
         out: str | None = None,
         weights_only: bool | None = None,
