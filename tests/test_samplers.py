@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from gon_lightning.callbacks import ImagePanels
+from gon_lightning.callbacks import ImagePanels, PredictionWriter
 from gon_lightning.cli import main
 from gon_lightning.data import MNISTDataModule
 from gon_lightning.errors import UserError
@@ -216,3 +216,21 @@ def test_panels_refuse_a_sampler_the_model_does_not_have(mnist_root: Path, tmp_p
     with pytest.raises(SystemExit) as exit_info:
         main(base_args(mnist_root, tmp_path / "runs", "--images.sampler=prior"))
     assert "images.sampler: GON has no sampler 'prior'; its samplers: gaussian, gmm" in str(exit_info.value.code)
+
+
+def test_predictions_draw_their_samples_with_the_chosen_sampler(tmp_path: Path, monkeypatch) -> None:
+    model = TINY["VAE"]()
+    drawn = []
+
+    def sample(n: int, sampler: str | None = None) -> torch.Tensor:
+        drawn.append(sampler)
+        return torch.rand(n, 1, 32, 32)
+
+    monkeypatch.setattr(model, "sample", sample)
+    writer = PredictionWriter(output_dir=str(tmp_path), num_samples=4, sampler="prior")
+    writer.setup(pl.Trainer(logger=False), model, "predict")
+    batch = torch.rand(4, 1, 32, 32)
+    writer.write_on_batch_end(pl.Trainer(logger=False), model, batch.clone(), None, batch, 0, 0)
+    assert drawn == ["prior"] and (tmp_path / "samples.png").is_file()
+    with pytest.raises(UserError, match="predictions.sampler: GON has no sampler 'prior'; its samplers: gaussian"):
+        writer.setup(pl.Trainer(logger=False), TINY["GON"](), "predict")

@@ -141,6 +141,16 @@ def log_panels(trainer: pl.Trainer, grids: dict[str, Tensor], prefix: str = "ima
                 logger.experiment.add_image(key, grid, global_step=step)
 
 
+def check_sampler_option(option: str, pl_module: pl.LightningModule, sampler: str | None) -> None:
+    """Refuse, before any work, a sampler the model does not have, naming the option that asked for it."""
+    if sampler is None:
+        return
+    try:
+        pl_module.checked_sampler(sampler)
+    except (UserError, NotImplementedError) as error:
+        raise UserError(f"{option}: {error}") from None
+
+
 class ImagePanels(TimeShareSchedule):
     """After training epochs, draw panels from a fixed batch and save them under `dirpath` and to the logger.
 
@@ -212,12 +222,7 @@ class ImagePanels(TimeShareSchedule):
             self._keep(batch)  # fallback when there is no validation
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self.sampler is None:
-            return
-        try:  # a sampler the model does not have: said before training, naming this option
-            pl_module.checked_sampler(self.sampler)
-        except (UserError, NotImplementedError) as error:
-            raise UserError(f"images.sampler: {error}") from None
+        check_sampler_option("images.sampler", pl_module, self.sampler)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
@@ -269,6 +274,8 @@ class PredictionWriter(BasePredictionWriter):
             side of the images.
         max_side: most pixels a side of the sample, interpolation and super-resolution panels, and of a row of
             the per-batch reconstruction grids (which keep every image and wrap).
+        sampler: how the samples are drawn: one of the model's samplers (`gaussian`, `gmm`, `prior`, ...: the
+            model's `samplers`); None: the model's default.
     """
 
     def __init__(
@@ -278,6 +285,7 @@ class PredictionWriter(BasePredictionWriter):
         interpolation_steps: int = 8,
         render_size: int | None = None,
         max_side: int = MAX_SIDE,
+        sampler: str | None = None,
     ) -> None:
         super().__init__(write_interval="batch")
         positive_ints(
@@ -292,6 +300,7 @@ class PredictionWriter(BasePredictionWriter):
         self.interpolation_steps = interpolation_steps
         self.render_size = render_size
         self.max_side = max_side
+        self.sampler = sampler
         self._latents: list[Tensor] = []
         self._no_latents = False
 
@@ -299,6 +308,9 @@ class PredictionWriter(BasePredictionWriter):
         path = Path(self.output_dir or Path(trainer.default_root_dir) / "predictions")
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        check_sampler_option("predictions.sampler", pl_module, self.sampler)
 
     def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._latents, self._no_latents = [], False
@@ -327,7 +339,13 @@ class PredictionWriter(BasePredictionWriter):
             save_image(_as_images(pairs), out / f"reconstructions-{batch_idx:04d}.png", nrow=nrow, padding=1)
         if batch_idx == 0:
             grids = make_panels(
-                pl_module, batch[:16], self.num_samples, self.interpolation_steps, self.render_size, self.max_side
+                pl_module,
+                batch[:16],
+                self.num_samples,
+                self.interpolation_steps,
+                self.render_size,
+                self.max_side,
+                self.sampler,
             )
             for name, grid in grids.items():
                 if name != "reconstructions":
