@@ -239,7 +239,7 @@ def test_a_tiny_comparison_runs_through_fit_test_and_evaluate(tmp_path):
     text = out.read_text()
     assert "| ae | gaussian | mnist5k |" in text and "| ae | gmm | mnist5k |" in text
     assert "| real test images | - | mnist5k |" in text and "fd_lenet" in text
-    run = next((work / "ae_mnist5k" / "seed0").iterdir())
+    run = next(path for path in (work / "ae_mnist5k" / "seed0").iterdir() if path.is_dir())  # beside fit.json
     gmm = json.loads((run / "quality-gmm" / "sample_quality.json").read_text())
     assert gmm["sampler"] == "gmm" and gmm["num_samples"] == 64
     log = work / "ae_mnist5k" / "seed0.log"
