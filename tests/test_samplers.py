@@ -232,5 +232,5 @@ def test_predictions_draw_their_samples_with_the_chosen_sampler(tmp_path: Path, 
     batch = torch.rand(4, 1, 32, 32)
     writer.write_on_batch_end(pl.Trainer(logger=False), model, batch.clone(), None, batch, 0, 0)
     assert drawn == ["prior"] and (tmp_path / "samples.png").is_file()
-    with pytest.raises(UserError, match="predictions.sampler: GON has no sampler 'prior'; its samplers: gaussian"):
+    with pytest.raises(UserError, match=r"predictions\.sampler: GON has no sampler 'prior'; its samplers: gaussian"):
         writer.setup(pl.Trainer(logger=False), TINY["GON"](), "predict")
