@@ -71,10 +71,10 @@ def batchnorm_in_fp32() -> Iterator[None]:
         nn.modules.batchnorm._BatchNorm.forward = forward
 
 
-def train(variant: str, steps: int, device: str, root: Path, seed: int) -> ScaleLog:
+def train(variant: str, steps: int, device: str, root: Path, seed: int, init_scale: float) -> ScaleLog:
     pl.seed_everything(seed, verbose=False)
     model = GON(norm="group" if variant == "group" else "batch")
-    scaler = None if variant == "fp32" else torch.amp.GradScaler(device)
+    scaler = None if variant == "fp32" else torch.amp.GradScaler(device, init_scale=init_scale)
     log = ScaleLog(scaler)
     trainer = pl.Trainer(
         accelerator=device,
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-scale", type=float, default=2.0**16, help="the GradScaler's first scale")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--root", type=Path, default=None, help="data and scratch folder (default: a temporary one)")
     args = parser.parse_args(argv)
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"GON on MNIST5k, batch 64, seed {args.seed}, {args.steps} steps on {args.device}")
         print(f"{'variant':<12} {'last loss':>10} {'loss scale':>11} {'skipped':>8}")
         for variant in args.variants:
-            log = train(variant, args.steps, args.device, root, args.seed)
+            log = train(variant, args.steps, args.device, root, args.seed, args.init_scale)
             scale = f"{log.scaler.get_scale():.4g}" if log.scaler is not None else "-"
             print(f"{variant:<12} {log.losses[-1]:>10.4f} {scale:>11} {log.skipped:>8}", flush=True)
 

@@ -104,12 +104,10 @@ def test_divergence_check_benchmark_reports_both_contenders_and_their_ratio(tmp_
 @pytest.mark.slow
 def test_fp16_batchnorm_benchmark_shows_the_paper_gon_skipping_every_step(tmp_path):
     """docs/performance.md's finding, on the CPU: under fp16 AMP the paper's BatchNorm GON overflows at every step
-    (its scale only falls), BatchNorm in fp32 stops skipping once the scale has fallen (to 256 here, 8 steps from
-    65,536), and GroupNorm never skips."""
+    even from a loss scale of 64 (at which BatchNorm in fp32, and GroupNorm, take every step)."""
     command = [sys.executable, str(ROOT / "benchmarks" / "fp16_batchnorm.py"), "--root", str(tmp_path)]
-    command += ["--steps", "12", "--variants", "batch", "batch-fp32", "group"]
+    command += ["--steps", "4", "--init-scale", "64", "--variants", "batch", "batch-fp32", "group"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     skipped = {line.split()[0]: int(line.split()[-1]) for line in done.stdout.splitlines()[2:]}
-    assert skipped.keys() == {"batch", "batch-fp32", "group"}
-    assert skipped["batch"] == 12 and 0 < skipped["batch-fp32"] < 12 and skipped["group"] == 0
+    assert skipped == {"batch": 4, "batch-fp32": 0, "group": 0}
