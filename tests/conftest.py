@@ -16,7 +16,7 @@ import shutil
 import struct
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +84,35 @@ def _mnist_files(tmp_path_factory: pytest.TempPathFactory, digits) -> Path:
 def mnist_root(_mnist_files: Path, tmp_path: Path) -> Path:
     """A directory with MNIST/raw/* in torchvision's layout (256 train, 64 test real digits)."""
     return fresh_copy(_mnist_files, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def _mnist_stream(_mnist_files: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fake MNIST written once as litdata chunks (about 16 s on 2 cores, in litdata's worker processes)."""
+    pytest.importorskip("litdata")
+    from gon_lightning.data import MNISTDataModule
+
+    root = fresh_copy(_mnist_files, tmp_path_factory.mktemp("mnist_stream"))
+    MNISTDataModule(root=root, download=False, stream=str(root / "stream")).prepare_data()
+    return root / "stream"
+
+
+@pytest.fixture
+def backend_args(request: pytest.FixtureRequest) -> Callable[..., list[str]]:
+    """`backend_args(backend, folder, written=True)`: the options of the mapped cache (none), or of litdata's
+    streaming backend in `folder`: a copy of the fake MNIST's chunks, written once for every test that streams
+    them (a run reads a stream as written, decoding nothing), or with `written=False` a folder the run writes."""
+
+    def args(backend: str, folder: Path, written: bool = True) -> list[str]:
+        if backend == "mapped":
+            return []
+        if not written:
+            pytest.importorskip("litdata")
+            return [f"--data.init_args.stream={folder / 'stream'}"]
+        stream = shutil.copytree(request.getfixturevalue("_mnist_stream"), folder / "stream")
+        return [f"--data.init_args.stream={stream}"]
+
+    return args
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from cli_args import base_args, only_run
 from long_run_probes import DivergingAutoencoder
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.plugins import MixedPrecision
-from test_order import PROBES, backend_args, read_order
+from test_order import PROBES, read_order
 from test_scale import SyncCounter
 
 from gon_lightning.callbacks import DivergenceError, DivergenceGuard, checkpointing, images
@@ -45,7 +45,7 @@ def step_bounded(root: Path, runs: Path, max_steps: int, *extra: str) -> list[st
 @pytest.mark.equality
 @pytest.mark.parametrize("backend", ["mapped", pytest.param("streaming", marks=pytest.mark.slow)])
 def test_a_step_bounded_run_continued_is_the_straight_run(
-    backend: str, mnist_root: Path, tmp_path: Path, monkeypatch, capsys
+    backend: str, mnist_root: Path, tmp_path: Path, monkeypatch, capsys, backend_args
 ):
     """Stopped by max_steps in its first epoch (step 6 of 16) and continued to step 20 (the 5th batch of the second
     epoch): the same batches, weights, epoch and step as the run that went to step 20 at once."""
