@@ -392,6 +392,7 @@ def test_sample_quality_under_ddp_gathers_every_ranks_samples(mnist_root: Path, 
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-12000:]
+    assert "sync_dist=True" not in proc.stderr  # no epoch-level value is logged unsynced (Lightning's DDP warning)
     rank0, rank1 = (torch.load(tmp_path / f"quality{rank}.pt") for rank in (0, 1))
     assert rank0["drawn"] == 17 and rank1["drawn"] == 16  # 33 split across the ranks
     assert torch.equal(rank0["fake"], rank1["fake"]) and len(rank0["fake"]) == 33  # all of them, on both

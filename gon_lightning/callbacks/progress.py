@@ -52,7 +52,8 @@ class EpochLog(Callback):
 
 
 class TrainingClock(Callback):
-    """Logs `time/train_s` with every validation: seconds spent training so far, validation excluded.
+    """Logs `time/train_s` with every validation: seconds spent training so far, validation excluded (under DDP,
+    the slowest process's).
 
     The figure behind "wall time per epoch" in reproduction reports, and a speed curve on dashboards. It
     survives resumes (kept in the checkpoint); the clock is read only at validation boundaries, where the
@@ -78,7 +79,7 @@ class TrainingClock(Callback):
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
-            pl_module.log("time/train_s", self.elapsed)
+            pl_module.log("time/train_s", self.elapsed, sync_dist=True, reduce_fx="max")  # the slowest process's
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == TrainerFn.FITTING:

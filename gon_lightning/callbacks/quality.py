@@ -35,6 +35,7 @@ from gon_lightning.metrics import (
     reference_features,
     score_samples,
 )
+from gon_lightning.models.base import SAME_ON_EVERY_PROCESS
 
 OPTION = "SampleQuality."
 
@@ -130,8 +131,7 @@ class SampleQuality(TimeShareSchedule):
         except NotImplementedError as error:  # e.g. no latent Gaussian yet: the same on every rank
             rank_zero_warn(f"SampleQuality skipped epoch {trainer.current_epoch}: {error}")
             return
-        # the same on every rank: sync_dist's mean keeps them (and spares Lightning's warning about unsynced values)
-        pl_module.log_dict({f"quality/{name}": value for name, value in figures.items()}, sync_dist=True)
+        pl_module.log_dict({f"quality/{name}": value for name, value in figures.items()}, **SAME_ON_EVERY_PROCESS)
         self._spent(time.perf_counter() - start)
 
     def measure(self, trainer: pl.Trainer, pl_module: Any) -> dict[str, float]:

@@ -22,6 +22,10 @@ from gon_lightning.nn.conv import ConvDecoder, ConvEncoder, hidden_widths
 from gon_lightning.nn.networks import NetworkFactory, build_network, check_decoder, check_encoder, recorded_network
 
 NormEval = Literal["batch", "running"]
+#: `self.log` options for a value every process already holds the same of (reduced by us, or computed from synced
+#: metrics): syncing it keeps it exactly (the max of equal values; a mean of three need not be), and spares
+#: Lightning's warning, under DDP, about epoch-level values logged unsynced
+SAME_ON_EVERY_PROCESS: dict[str, Any] = {"sync_dist": True, "reduce_fx": "max"}
 NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
 
 
@@ -261,7 +265,7 @@ class ImageModel(pl.LightningModule, ABC):
 
     def on_train_epoch_end(self) -> None:
         for name, value in self.train_epoch_means().items():
-            self.log(name, value, prog_bar=True)
+            self.log(name, value, prog_bar=True, **SAME_ON_EVERY_PROCESS)
 
 
 class ConvNetModel(ImageModel):

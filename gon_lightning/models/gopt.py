@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from gon_lightning.errors import MODEL, UserError, positive, positive_int, require
-from gon_lightning.models.base import ImageModel
+from gon_lightning.models.base import SAME_ON_EVERY_PROCESS, ImageModel
 from gon_lightning.nn.conv import hidden_widths
 
 
@@ -190,7 +190,7 @@ class GenerativeOptimizationNetwork(ImageModel):
     def _log_ratio(self, stage: str) -> None:
         quality = self.quality[stage]
         ratio = quality["sample_nn_sse"].compute() / quality["real_nn_sse"].compute()
-        self.log(f"{stage}/nn_ratio", ratio)
+        self.log(f"{stage}/nn_ratio", ratio, **SAME_ON_EVERY_PROCESS)  # of synced metrics
 
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
