@@ -15,6 +15,8 @@ Checks, in order (each in its own process, with its own time limit; one that fai
   mnist-epoch    one epoch of the real MNIST (60,000 images) with `gon-lightning fit --config gon_mnist` exactly as
                  a user runs it, timed over its second epoch (validation, checkpoint and panels included); the
                  published scripts took about 30 s per epoch on a T4
+  fp16-batchnorm benchmarks/fp16_batchnorm.py: whether the paper's GON under fp16 AMP skips every step on the GPU
+                 as on the CPU (BatchNorm at the origin, docs/performance.md), beside BatchNorm in fp32 and GroupNorm
 Writes OUT/gpu_check.md (a table per check, ratios side by side), OUT/gpu_check.json and OUT/gpu_check.log (every
 command's output). A check that would start after --budget seconds is reported as not run. What the GPU machine
 lacks is prepared by benchmarks/gpu_carry.py, which prints the device command.
@@ -119,6 +121,9 @@ def all_checks(args: argparse.Namespace, root: str, work: str) -> list[Check]:
             fit += ["--model.init_args.nz", "4", "--model.init_args.ngf", "1", "--trainer.limit_val_batches", "2"]
         env = {"GON_BENCH_EPOCH_FILE": epoch_file, "PYTHONPATH": str(BENCH), "WANDB_MODE": "offline"}
         checks.append(Check("mnist-epoch", fit, timeout=240, env=env))
+    fp16 = python(str(BENCH / "fp16_batchnorm.py"), "--device", device, "--root", root)
+    fp16 += ["--steps", "2" if args.dry_run else "200"]
+    checks.append(Check("fp16-batchnorm", fp16, timeout=240 if args.dry_run else 120))
     return checks
 
 
@@ -152,6 +157,9 @@ def parse(check: Check, output: str, work: str) -> None:
             check.figures = {"fit s": float(total[1]), "epochs": int(total[2])}
         for label, calls, median in re.findall(r"^\s+(.+?)\s+(\d+) calls, median\s+([\d.]+) ms", output, re.M):
             check.figures[f"{label.strip()} (ms, median of {calls})"] = float(median)
+    elif check.name == "fp16-batchnorm":  # its table: variant, last loss, loss scale, steps skipped
+        for variant, loss, scale, skipped in re.findall(r"^(\S+)\s+([\d.naif]+)\s+(\S+)\s+(\d+)$", output, re.M):
+            check.figures[f"{variant}: last loss, loss scale, skipped steps"] = f"{loss}, {scale}, {skipped}"
     elif check.name == "cuda-tests":
         summary = re.findall(r"^(?:=+ )?(\d+ (?:passed|failed|skipped).*?)(?: in [\d.]+s)?(?: =+)?$", output, re.M)
         check.figures = {"pytest": summary[-1] if summary else "no summary"}

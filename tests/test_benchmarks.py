@@ -33,12 +33,14 @@ def test_gpu_check_dry_run_runs_every_check_and_writes_its_report(tmp_path, mnis
     report = json.loads((out / "gpu_check.json").read_text())
     statuses = {check["name"]: check["status"] for check in report["checks"]}
     expected = {"cuda-tests", "throughput-b64-32-true", "throughput-b512-bf16-mixed", "size-throughput", "epoch-end"}
-    assert expected | {"mnist-epoch"} <= set(statuses)
+    assert expected | {"mnist-epoch", "fp16-batchnorm"} <= set(statuses)
     assert set(statuses.values()) == {"ok"}, statuses
     figures = {check["name"]: check["figures"] for check in report["checks"]}
     rates = {"(a) img/s", "(b) img/s", "(L) img/s", "(c) GON img/s", "(c) ConvAutoencoder img/s", "(d) img/s"}
     assert rates | {"GON c/L", "VariationalGON c/b", "d/b"} <= set(figures["throughput-b64-32-true"])
     assert figures["mnist-epoch"]["epoch s"] > 0
+    variants = ("fp32", "batch", "batch-fp32", "group")
+    assert {f"{v}: last loss, loss scale, skipped steps" for v in variants} == set(figures["fp16-batchnorm"])
     assert {"32px (b) (L) (c) img/s, c/b, c/L", "64px (b) (L) (c) img/s, c/b, c/L"} <= set(figures["size-throughput"])
     assert "| throughput-b64-32-true | ok |" in (out / "gpu_check.md").read_text()
 
