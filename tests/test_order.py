@@ -122,7 +122,7 @@ def fit_args(root: Path, runs: Path, *extra: str) -> list[str]:
     return base_args(root, runs, "--trainer.max_epochs=2", "--trainer.limit_train_batches=1.0", *PROBES, *extra)
 
 
-# a streamed run costs several times a mapped one on 2 cores (litdata's reader threads)
+# streamed runs need the streaming extra (litdata) and write or copy its chunks (a write takes 16 s here): slow
 BACKENDS = pytest.mark.parametrize("backend", ["mapped", pytest.param("streaming", marks=pytest.mark.slow)])
 
 
