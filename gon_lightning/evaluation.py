@@ -11,7 +11,6 @@ Everything goes to `sample_quality.json` (format below); the same inputs, extrac
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -35,6 +34,7 @@ from gon_lightning.metrics import (
 )
 from gon_lightning.metrics.reference import save_array
 from gon_lightning.models import ImageModel
+from gon_lightning.models.base import check_sampler_option
 
 RESULT_FILE = "sample_quality.json"
 RESULT_FORMAT = 1
@@ -47,12 +47,11 @@ def quantised(images: Tensor) -> Tensor:
     return images.detach().float().clamp(0, 1).mul(255).round().div(255)
 
 
-def check_sampler(model: Any, sampler: str | None) -> None:
-    """Refuse a model that cannot sample, or a `sampler` the model does not take."""
+def check_sampler(model: Any, sampler: str | None, option: str = "--sampler") -> None:
+    """Refuse a model that cannot sample, or a `sampler` (given as `option`) the model does not offer."""
     if type(model).sample is ImageModel.sample:
         raise UserError(f"{type(model).__name__} cannot sample, so its samples cannot be scored")
-    if sampler is not None and "sampler" not in inspect.signature(model.sample).parameters:
-        raise UserError(f"{type(model).__name__} has no choice of sampler: leave --sampler unset")
+    check_sampler_option(option, model, sampler)
 
 
 def draw_samples(model: Any, n: int, batch_size: int, sampler: str | None, seed: int) -> Iterator[Tensor]:
@@ -115,6 +114,10 @@ def evaluate(
         raise UserError("--weights_only false: evaluate reads checkpoints as weights only; leave it unset")
     if datamodule is None:
         raise UserError("evaluate needs a DataModule (--data): its training split is the reference")
+    if image_folder is not None and sampler is not None:
+        raise UserError("--sampler picks how a checkpoint's model draws: a folder's images have none; leave it unset")
+    if ckpt_path is not None:
+        check_sampler(model, sampler)  # before the extractor and the reference features cost their time
     name = extractor or datamodule.extractor
     seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
     device = trainer.strategy.root_device

@@ -351,6 +351,7 @@ def test_evaluate_refuses_bad_input_in_one_line(mnist_root, tmp_path, capsys) ->
         "no such checkpoint file": [f"--ckpt_path={tmp_path / 'missing.ckpt'}"],
         "holds no image files": [f"--image_folder={empty}"],
         f"{broken / 'a.png'} does not decode": [f"--image_folder={broken}"],
+        "--sampler picks how a checkpoint's model draws": [f"--image_folder={broken}", "--sampler=gmm"],
     }
     for expected, extra in cases.items():
         assert expected in run_error(evaluate_args(mnist_root, runs, *extra), capsys)
@@ -399,9 +400,10 @@ def test_sample_quality_under_ddp_gathers_every_ranks_samples(mnist_root: Path, 
     assert rank0["figures"] == rank1["figures"]
 
 
-def test_a_model_that_cannot_sample_is_refused_before_training(mnist_root, tmp_path) -> None:
+def test_a_model_that_cannot_sample_or_lacks_the_sampler_is_refused_before_any_work(mnist_root, tmp_path) -> None:
     from gon_lightning.callbacks import SampleQuality
-    from gon_lightning.models import ImageModel
+    from gon_lightning.evaluation import evaluate
+    from gon_lightning.models import GON, ImageModel
 
     class Reconstructor(ImageModel):  # the generation interface's default: no sample()
         def training_step(self, x, batch_idx):
@@ -412,6 +414,11 @@ def test_a_model_that_cannot_sample_is_refused_before_training(mnist_root, tmp_p
 
     with pytest.raises(UserError, match="Reconstructor cannot sample"):
         SampleQuality().on_fit_start(Fake(), Reconstructor())
+    with pytest.raises(UserError, match=r"^SampleQuality\.sampler: GON has no sampler 'prior'; its samplers: gaussian"):
+        SampleQuality(sampler="prior").on_fit_start(Fake(), GON(nz=8, ngf=4))
+    # evaluate says so before loading anything (the checkpoint, the extractor, the reference features)
+    with pytest.raises(UserError, match=r"^--sampler: GON has no sampler 'prior'"):
+        evaluate(None, GON(nz=8, ngf=4), Fake.datamodule, ckpt_path=str(tmp_path / "never-read.ckpt"), sampler="prior")
     with pytest.raises(UserError, match="num_samples"):
         SampleQuality(num_samples=5)
 

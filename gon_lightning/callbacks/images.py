@@ -22,7 +22,8 @@ from torchvision.utils import make_grid, save_image
 
 from gon_lightning.callbacks.checkpointing import run_survivors
 from gon_lightning.callbacks.schedule import TimeShareSchedule
-from gon_lightning.errors import UserError, positive_ints, writing
+from gon_lightning.errors import positive_ints, writing
+from gon_lightning.models.base import check_sampler_option
 
 PANELS = ("reconstructions", "samples", "interpolations", "superres")
 
@@ -139,16 +140,6 @@ def log_panels(trainer: pl.Trainer, grids: dict[str, Tensor], prefix: str = "ima
                 logger.log_image(key, images=[array], step=step, caption=[caption])
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(key, grid, global_step=step)
-
-
-def check_sampler_option(option: str, pl_module: pl.LightningModule, sampler: str | None) -> None:
-    """Refuse, before any work, a sampler the model does not have, naming the option that asked for it."""
-    if sampler is None:
-        return
-    try:
-        pl_module.checked_sampler(sampler)
-    except (UserError, NotImplementedError) as error:
-        raise UserError(f"{option}: {error}") from None
 
 
 class ImagePanels(TimeShareSchedule):

@@ -106,7 +106,7 @@ class SampleQuality(TimeShareSchedule):
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "extractor"):
             raise UserError("SampleQuality scores samples against a gon-lightning DataModule's training split")
-        check_sampler(pl_module, self.sampler)  # before an epoch is spent: a model that can never sample
+        check_sampler(pl_module, self.sampler, OPTION + "sampler")  # before an epoch is spent
         name = self.extractor or datamodule.extractor
         device = pl_module.device
         # rank 0 trains a missing classifier and computes the reference first; the others then read its cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import inspect
 import os
 import warnings
 from abc import ABC, abstractmethod
@@ -27,6 +28,18 @@ NormEval = Literal["batch", "running"]
 #: Lightning's warning, under DDP, about epoch-level values logged unsynced
 SAME_ON_EVERY_PROCESS: dict[str, Any] = {"sync_dist": True, "reduce_fx": "max"}
 NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+def check_sampler_option(option: str, model: Any, sampler: str | None) -> None:
+    """Refuse, before any work, a sampler `model` does not offer, in one line naming the option that asked for it."""
+    if sampler is None:
+        return
+    if "sampler" not in inspect.signature(model.sample).parameters:
+        raise UserError(f"{type(model).__name__} has no choice of sampler: leave {option} unset")
+    try:
+        model.checked_sampler(sampler)
+    except (UserError, NotImplementedError) as error:
+        raise UserError(f"{option}: {error}") from None
 
 
 def skip_failing_nvml_check() -> None:
