@@ -86,6 +86,15 @@ def mnist_root(_mnist_files: Path, tmp_path: Path) -> Path:
     return fresh_copy(_mnist_files, tmp_path)
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models on a shared machine: one thread is an order of magnitude faster than oversubscribed ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def _mnist_stream(_mnist_files: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fake MNIST written once as litdata chunks (about 16 s on 2 cores, in litdata's worker processes)."""

@@ -24,16 +24,7 @@ NEW_CONFIGS = sorted(
     for path in CONFIGS.glob(pattern)
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*self.log.*:UserWarning")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared machine: one thread is an order of magnitude faster than oversubscribed ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.filterwarnings("ignore:.*self.log.*:UserWarning"), pytest.mark.usefixtures("one_thread")]
 
 
 def params(model: torch.nn.Module) -> int:

@@ -27,7 +27,7 @@ from gon_lightning.models import (
 from gon_lightning.models.latent import PARTS, SamplerNotReady, fit_mixture, sample_mixture
 from tests.cli_args import base_args
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*self.log.*:UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:.*self.log.*:UserWarning"), pytest.mark.usefixtures("one_thread")]
 
 TINY = {
     "GON": lambda **kw: GON(nz=8, ngf=4, **kw),
@@ -45,14 +45,6 @@ SAMPLERS = {
     "ConvAutoencoder": ("gaussian", "gmm"),
     "VAE": ("prior", "gaussian", "gmm"),
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
