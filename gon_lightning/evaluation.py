@@ -56,8 +56,8 @@ def check_sampler(model: Any, sampler: str | None, option: str = "--sampler") ->
 
 def draw_samples(model: Any, n: int, batch_size: int, sampler: str | None, seed: int) -> Iterator[Tensor]:
     """Yield n samples of `model` in batches of `batch_size`, from a generator seeded with `seed` (the global RNG is
-    restored afterwards). A model that cannot sample yet raises NotImplementedError (the generation interface's)."""
-    check_sampler(model, sampler)
+    restored afterwards). A model that cannot sample yet raises NotImplementedError (the generation interface's).
+    The callers check `model` and `sampler` first (`check_sampler`), before their work starts."""
     options = {"sampler": sampler} if sampler is not None else {}
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
