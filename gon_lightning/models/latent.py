@@ -95,6 +95,9 @@ class LatentModel(ImageModel):
     #: the samplers fitted here on demand (the GON family tracks its own `gaussian` while training)
     lazy_samplers: tuple[str, ...] = ("gaussian", "gmm")
     nz: int
+    #: the detached latents of the current training batch, set by `training_step` for callbacks to read in
+    #: `on_train_batch_end` (the online linear probe, an online prior); None before the first step
+    step_latents: Tensor | None = None
 
     def __init__(self, gmm_components: int | None = 10, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -138,6 +138,7 @@ class OriginModel(LatentModel):
         loss = outer.mean()
         self.log_train(loss, x_hat, x)
         self.track_latents(z)
+        self.step_latents = z.detach()
         return loss
 
     def encode_images(self, x: Tensor) -> Tensor:

@@ -58,6 +58,8 @@ class VAE(ConvAutoencoder):
     def loss(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Negative ELBO per image (one posterior sample) and the reconstruction it decoded."""
         mu, logvar = self.posterior(x)
+        if self.training:  # a training step's: the latents `encode_images` gives (the posterior mean)
+            self.step_latents = mu.detach()
         x_hat = self.decoder(reparameterize(mu, logvar))
         return negative_elbo(x_hat, x, mu, logvar), x_hat
 
