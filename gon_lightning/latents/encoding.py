@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import shlex
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from gon_lightning import __version__
 from gon_lightning.errors import UserError, positive_int, writing
 from gon_lightning.latents import store
 from gon_lightning.models.base import per_image_sse
+from gon_lightning.runs.configs import command_line
 
 SHARD_BATCHES = 64  # batches per shard: 16,384 latents at the default batch size of 256
 
@@ -267,7 +266,7 @@ def _card(
         "dataset": dataset_description(datamodule),
         "splits": sizes,
         "labels": labelled,
-        "command": command if command is not None else shlex.join(["gon-lightning", *sys.argv[1:]]),
+        "command": command if command is not None else command_line(),
     }
 
 

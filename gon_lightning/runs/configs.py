@@ -39,11 +39,13 @@ def resolve_config_names(args: list[str]) -> list[str]:
 
 
 def with_run_config(args: list[str]) -> list[str]:
-    """`gon-lightning export --ckpt_path CKPT` without --config: the run's `config.yaml` beside CKPT's
+    """`gon-lightning export --ckpt_path CKPT` (or `encode`) without --config: the run's `config.yaml` beside CKPT's
     `checkpoints/` folder gives the model and data options (the checkpoint's hyperparameters then replace the
     model's, as for any --ckpt_path). Other commands, and a command given --config, are left as they are."""
     tokens = list(args)
-    if "export" not in tokens or any(t in ("--config", "-c") or t.startswith("--config=") for t in tokens):
+    if not {"export", "encode"} & set(tokens) or any(
+        t in ("--config", "-c") or t.startswith("--config=") for t in tokens
+    ):
         return tokens
     ckpt = next(
         (tokens[i + 1] for i, t in enumerate(tokens[:-1]) if t == "--ckpt_path"),
@@ -57,7 +59,7 @@ def with_run_config(args: list[str]) -> list[str]:
             f"--ckpt_path {ckpt} lies outside a run folder (no config.yaml beside its checkpoints/ folder): give the "
             "config it was trained with, --config CONFIG"
         )
-    at = tokens.index("export") + 1
+    at = next(i for i, t in enumerate(tokens) if t in ("export", "encode")) + 1
     return [*tokens[:at], "--config", str(run_config), *tokens[at:]]
 
 
@@ -73,3 +75,18 @@ def run_name(config: Namespace) -> str:
 def config_filename(subcommand: str | None) -> str:
     """`config.yaml` for the training run; `test-config.yaml` etc. for later commands on the same run."""
     return "config.yaml" if subcommand in (None, "fit") else f"{subcommand}-config.yaml"
+
+
+class Invocation:
+    """The command line of the command this process runs, as the user gave it (for the records that name it)."""
+
+    args: list[str] | None = None
+
+
+def command_line() -> str:
+    """`gon-lightning <args>`, quoted for a shell: the user's command (sys.argv when `main` was given none)."""
+    import shlex
+    import sys
+
+    args = Invocation.args if Invocation.args is not None else sys.argv[1:]
+    return shlex.join(["gon-lightning", *args])
