@@ -189,10 +189,14 @@ def test_encode_command_writes_the_runs_dataset_and_reports_the_probes(ckpt: Pat
     assert f"encoded 256 train, 64 test latents (nz 8) into {tmp_path / 'z'}" in printed
     assert f"linear {100 * card['linear_acc']:.1f}%, 5-NN {100 * card['knn_acc']:.1f}%" in printed
     assert card["command"].startswith("gon-lightning encode --ckpt_path") and card["encoding"]["batch_size"] == 16
-    assert sorted(p.name for p in ckpt.parents[1].iterdir()) == run and sorted(p.name for p in tmp_path.iterdir()) == [
-        "run",
-        "z",
-    ]  # no run folder made, nothing added to the checkpoint's
+    # no run folder made; the checkpoint's run gains the probes' record, which export's model card reports
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "z"]
+    assert sorted(p.name for p in ckpt.parents[1].iterdir()) == sorted([*run, "latent_probes.json"])
+    main(["export", "--ckpt_path", str(ckpt), "--out", str(tmp_path / "export"), "--num_images", "0"])
+    readme = (tmp_path / "export" / "README.md").read_text()
+    assert f"| linear (`linear_acc`) | {card['linear_acc']:.4f} |" in readme
+    assert f"| 5-NN (`knn_acc`) | {card['knn_acc']:.4f} |" in readme and "name: linear_acc" in readme
+    shutil.rmtree(tmp_path / "export")
 
     model, datamodule = load_run(ckpt)
     save_pretrained(model, tmp_path / "export")

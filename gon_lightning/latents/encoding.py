@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -208,11 +210,27 @@ def encode(
                     card["probe_settings"] = figures
                 store.commit(staging, out, card)
                 committed = True
+                if "linear_acc" in card and checkpoint is not None:
+                    record_probes(Path(checkpoint), card, out)
             barrier()
     finally:
         if rank == 0 and not committed:
             shutil.rmtree(staging, ignore_errors=True)
     return store.read_card(out) if rank == 0 else {}  # the card is rank 0's to write (and the others' to wait for)
+
+
+def record_probes(checkpoint: Path, card: dict[str, Any], out: Path) -> None:
+    """The probes' figures beside the checkpoint's run (`store.PROBE_RECORD`), for the model card `export` writes;
+    nothing for a checkpoint outside a run folder."""
+    if checkpoint.parent.name != "checkpoints":
+        return
+    keys = ("linear_acc", "knn_acc", "knn_k", "probe_settings")
+    record = {"checkpoint": str(checkpoint.resolve()), "latents": str(out), **{key: card[key] for key in keys}}
+    record |= {"splits": card["splits"], "batch_size": card["encoding"]["batch_size"], "dataset": card["dataset"]}
+    path = checkpoint.parent.parent / store.PROBE_RECORD
+    part = path.with_suffix(".part")
+    part.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(part, path)
 
 
 def _encode_shard(
