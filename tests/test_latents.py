@@ -141,6 +141,16 @@ def test_probes_are_scikit_learn_on_the_written_latents(ckpt: Path, tmp_path: Pa
     assert card["knn_k"] == KNN_K == 5
     assert card["linear_acc"] == (linear.predict(x_test) == test["labels"].numpy()).mean()
     assert card["knn_acc"] == (knn.predict(x_test) == test["labels"].numpy()).mean()
+    # benchmarks/encode_check.py, reading the Parquet files without gon-lightning, finds the same
+    import subprocess
+    import sys
+
+    check = Path(__file__).resolve().parents[1] / "benchmarks" / "encode_check.py"
+    done = subprocess.run(
+        [sys.executable, str(check), str(tmp_path / "z"), str(tmp_path / "z")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("equal: True") == 2 and "bit for bit: True" in done.stdout
     with pytest.raises(UserError, match="at least 5 training latents"):
         probe_accuracies(np.zeros((3, 2)), np.array([0, 1, 0]), np.zeros((1, 2)), np.array([0]))
 
