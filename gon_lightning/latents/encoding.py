@@ -104,7 +104,8 @@ def dataset_description(datamodule: Any) -> dict[str, Any]:
     for name in list(inspect.signature(type(datamodule).__init__).parameters)[1:]:
         if hasattr(datamodule, name):
             value = getattr(datamodule, name)
-            init_args[name] = str(value) if isinstance(value, Path) else value
+            plain = value is None or isinstance(value, (bool, int, float, str, list, tuple))
+            init_args[name] = value if plain else str(value)  # JSON: a Path (or anything else) as text
     return {"class_path": import_path(type(datamodule)), "init_args": init_args}
 
 
