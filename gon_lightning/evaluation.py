@@ -35,6 +35,8 @@ from gon_lightning.metrics import (
 from gon_lightning.metrics.reference import save_array
 from gon_lightning.models import ImageModel
 from gon_lightning.models.base import check_sampler_option
+from gon_lightning.priors.base import LatentPrior
+from gon_lightning.priors.pair import model_with_prior
 
 RESULT_FILE = "sample_quality.json"
 RESULT_FORMAT = 1
@@ -112,6 +114,9 @@ def evaluate(
     positive_int("nearest_k", nearest_k)
     if weights_only is False:
         raise UserError("--weights_only false: evaluate reads checkpoints as weights only; leave it unset")
+    prior_pair = ckpt_path is not None and isinstance(model, LatentPrior)
+    if prior_pair:  # a prior's checkpoint: its model's samples through it, against the model's own data
+        model, datamodule, _ = model_with_prior(model, ckpt_path)
     if datamodule is None:
         raise UserError("evaluate needs a DataModule (--data): its training split is the reference")
     if image_folder is not None and sampler is not None:
@@ -132,7 +137,8 @@ def evaluate(
         source |= {"batch_size": None, "image_folder": str(Path(image_folder).expanduser().resolve())}
     else:
         assert ckpt_path is not None
-        load_weights(model, ckpt_path)
+        if not prior_pair:
+            load_weights(model, ckpt_path)
         model.to(device).eval()
         count = num_samples or min(DEFAULT_SAMPLES, len(real))
         if hasattr(model, "prepare_sampler"):  # a sampler fitted to the training latents is fitted now, once
@@ -144,6 +150,7 @@ def evaluate(
             raise UserError(f"{type(model).__name__} cannot sample: {error}") from error
         source = {"checkpoint": str(Path(ckpt_path).resolve()), "model": type(model).__name__}
         source |= {"sampler": sampler or "default", "seed": seed, "batch_size": datamodule.batch_size}
+        source |= {"drawn_by": model.checked_sampler(sampler)}  # the sampler's own name, the default's too
         source |= {"image_folder": None}
     floor_fake = seeded_subset(floor_real, len(fake), seed)
 

@@ -89,11 +89,15 @@ def model_config(model: torch.nn.Module) -> dict[str, Any]:
                 f"model.init_args.{name} was given as a built module ({recorded[MODULE_GIVEN]}), which an export "
                 "cannot rebuild: give the network by class (class_path/init_args) and train or load it again"
             )
-    return {
+    config = {
         "gon_lightning_format": EXPORT_FORMAT,
         "gon_lightning_version": __version__,
         "model": {"class_path": import_path(type(model)), "init_args": _plain(init_args)},
     }
+    priors = model.prior_specs() if hasattr(model, "prior_specs") else {}
+    if priors:  # for the reader: the weights carry the same spec, and loading rebuilds the priors from it
+        config["priors"] = _plain(priors)
+    return config
 
 
 def _class_paths(init_args: Mapping[str, Any]) -> Iterator[str]:
@@ -283,10 +287,18 @@ def model_card(
     else:
         lines += ["No test metrics recorded for this checkpoint (`gon-lightning test --ckpt_path ...` writes them)."]
     figures = [key for key in SAMPLE_QUALITY_FIGURES if isinstance(quality.get(key), (int, float))]
+    sampler = getattr(model, "samplers", ("",))[0] if getattr(model, "samplers", None) else None
+    if sampler:
+        prior = getattr(model, "priors", {}).get(sampler) if hasattr(model, "priors") else None
+        what = f"the learned prior `{sampler}` ({type(prior).__name__}, over the model's latents)" if prior else None
+        lines += ["", f"`model.sample(n)` draws through {what or f'the `{sampler}` sampler'} by default."]
     if figures:
+        drawn_by = quality.get("drawn_by") or quality.get("sampler")
         lines += [
             "",
-            f"Sample quality ({extractor or 'extractor not recorded'}, {quality.get('num_samples')} samples):",
+            f"Sample quality ({extractor or 'extractor not recorded'}, {quality.get('num_samples')} samples"
+            + (f", sampler `{drawn_by}`" if drawn_by else "")
+            + "):",
         ]
         lines += ["", "| figure | value |", "|---|---|"] + [f"| `{k}` | {float(quality[k]):.6g} |" for k in figures]
     lines += ["", *[f"Left out: {note}." for note in notes]] if notes else []
@@ -310,10 +322,18 @@ def model_card(
 
 
 def export_model(
-    model: Any, datamodule: Any, ckpt_path: str | None, out: str, push: str | None = None, num_images: int = 8
+    model: Any,
+    datamodule: Any,
+    ckpt_path: str | None,
+    out: str,
+    push: str | None = None,
+    num_images: int = 8,
+    prior_ckpt: str | None = None,
 ) -> Path:
     """Write the export folder `out` of the checkpoint `ckpt_path` (see the module docstring); `push` uploads it to
-    that Hub repository. The folder is written beside `out` and moved into place whole."""
+    that Hub repository. The folder is written beside `out` and moved into place whole. With `prior_ckpt` (a learned
+    prior's checkpoint, already attached to `model`) the model carries that prior, and the card shows the sample
+    quality measured on the prior's checkpoint."""
     from gon_lightning.runs import check_model_checkpoint, load_checkpoint_file
 
     if not ckpt_path:
@@ -332,11 +352,19 @@ def export_model(
     path = Path(ckpt_path)
     checkpoint = load_checkpoint_file(path)
     check_model_checkpoint(path, checkpoint, model)
+    priors = list(getattr(model, "priors", {}).values())
     model.load_state_dict(checkpoint["state_dict"], strict=True)
+    for prior in priors if prior_ckpt else []:  # the model checkpoint has none: the prior's run gave it
+        model.attach_prior(prior)
     model.eval()
     config = model_config(model)
     run_dir = run_folder_of(path, checkpoint)
     metrics, quality, notes = run_records(run_dir, path)
+    if prior_ckpt:  # the samples are drawn through the prior: its run measured them
+        prior_path = Path(prior_ckpt)
+        _, quality, prior_notes = run_records(prior_path.parent.parent, prior_path)
+        quality = quality if not prior_notes else {}
+        notes += prior_notes
     run_config_file = run_dir / RUN_CONFIG if run_dir is not None else None
     run_config = yaml.safe_load(run_config_file.read_text()) if run_config_file and run_config_file.is_file() else None
     images = held_out_images(datamodule, num_images) if num_images else None

@@ -19,6 +19,25 @@ class GONTrainer(Trainer):
     #: gon-lightning's subcommands, each with the method arguments the CLI fills itself (LightningCLI's skip sets)
     SUBCOMMANDS: dict[str, set[str]] = {"evaluate": {"model", "datamodule"}, "export": {"model", "datamodule"}}
 
+    def predict(  # type: ignore[override]
+        self,
+        model: LightningModule | None = None,
+        dataloaders: Any = None,
+        datamodule: LightningDataModule | None = None,
+        return_predictions: bool | None = None,
+        ckpt_path: str | None = None,
+        weights_only: bool | None = None,
+    ) -> Any:
+        """Lightning's predict; given a learned prior's checkpoint, the predictions of the model it was trained for,
+        sampling through the prior, on the model's own data (`gon_lightning.priors.pair`)."""
+        from gon_lightning.priors.base import LatentPrior
+        from gon_lightning.priors.pair import model_with_prior
+
+        if isinstance(model, LatentPrior) and ckpt_path:
+            model, datamodule, _ = model_with_prior(model, ckpt_path)
+            ckpt_path = None  # loaded: the model's weights and the prior's
+        return super().predict(model, dataloaders, datamodule, return_predictions, ckpt_path, weights_only)
+
     def evaluate(
         self,
         model: LightningModule,
@@ -95,5 +114,13 @@ class GONTrainer(Trainer):
         if weights_only is False:
             raise UserError("export reads checkpoints weights-only: drop --weights_only false")
 
-        export_model(model, datamodule, ckpt_path, out, push, num_images)
+        from gon_lightning.priors.base import LatentPrior
+        from gon_lightning.priors.pair import model_with_prior
+
+        if isinstance(model, LatentPrior) and ckpt_path:  # the model it was trained for, carrying it
+            prior_ckpt = ckpt_path
+            model, datamodule, model_ckpt = model_with_prior(model, ckpt_path)
+            export_model(model, datamodule, str(model_ckpt), out, push, num_images, prior_ckpt=prior_ckpt)
+        else:
+            export_model(model, datamodule, ckpt_path, out, push, num_images)
         runs.discard_unfinished_run()  # a folder made for this command holds nothing: the export is in `out`
