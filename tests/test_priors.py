@@ -4,6 +4,10 @@ with latents, the training-step hook, and the online prior."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -247,3 +251,28 @@ def test_online_prior_trains_beside_the_model_without_changing_it(name, images) 
     assert any(not torch.equal(a, b) for a, b in zip(prior_before, prior.parameters(), strict=True))
     assert bool(prior.standardised) and model.samplers[0] == "diffusion"
     assert model.sample(2).shape == (2, 1, 32, 32)
+
+
+@pytest.mark.equality
+@pytest.mark.slow
+def test_prior_fitted_under_ddp_equals_one_process_on_the_global_batch(tmp_path) -> None:
+    """Two CPU processes (gloo) at batch 8 each against one at batch 16, float64: the same prior after 3 steps."""
+    worker = Path(__file__).with_name("prior_ddp_worker.py")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(worker.parent.parent), os.environ.get("PYTHONPATH", "")])}
+    for devices, batch in ((1, 16), (2, 8)):
+        done = subprocess.run(
+            [sys.executable, str(worker), str(tmp_path / f"{devices}.pt"), str(devices), str(batch)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, ddp = (torch.load(tmp_path / f"{devices}.pt", weights_only=True) for devices in (1, 2))
+    fresh = FlowMatchingPrior(nz=4, hidden=16, depth=2, time_dim=8).double().state_dict()
+    assert one.keys() == ddp.keys()
+    for key in one:
+        assert torch.allclose(one[key], ddp[key], rtol=1e-10, atol=1e-12), key
+        if key.startswith("velocity") and key.endswith("weight"):
+            assert not torch.allclose(one[key], fresh[key])  # it trained

@@ -95,8 +95,13 @@ class LatentPrior(pl.LightningModule, ABC):
 
     # --- the density ------------------------------------------------------------------------------------------
     @abstractmethod
-    def loss(self, x: Tensor) -> Tensor:
-        """The training loss (a scalar) on a batch of standardised latents (B, nz)."""
+    def loss(self, x: Tensor, shard: tuple[int, int] = (0, 1)) -> Tensor:
+        """The training loss (a scalar) on a batch of standardised latents (B, nz).
+
+        `shard` (rank, world size): under DDP `x` holds the rows rank, rank + world, ... of the global batch (as
+        DistributedSampler deals them); a loss that draws noise draws it for the whole global batch, from the
+        generator every rank holds in the same state, and takes its own rows, so DDP trains exactly as one process
+        on the global batch."""
 
     @abstractmethod
     def sample_standardised(self, n: int) -> Tensor:
@@ -130,7 +135,7 @@ class LatentPrior(pl.LightningModule, ABC):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x = self.standardise(latents_of(batch))
-        loss = self.loss(x)
+        loss = self.loss(x, (self.global_rank, self.trainer.world_size))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
         return loss
 

@@ -86,9 +86,10 @@ class FlowMatchingPrior(LatentPrior):
         self.solver = solver
         self.velocity = VelocityMLP(self.nz, hidden, depth, time_dim)
 
-    def loss(self, x: Tensor) -> Tensor:
-        noise = torch.randn_like(x)
-        t = torch.rand(len(x), device=x.device, dtype=x.dtype)
+    def loss(self, x: Tensor, shard: tuple[int, int] = (0, 1)) -> Tensor:
+        rank, world = shard
+        noise = torch.randn(len(x) * world, self.nz, device=x.device, dtype=x.dtype)[rank::world]
+        t = torch.rand(len(x) * world, device=x.device, dtype=x.dtype)[rank::world]
         x_t = (1 - t[:, None]) * noise + t[:, None] * x
         return (self.velocity(x_t, t) - (x - noise)).square().mean()
 

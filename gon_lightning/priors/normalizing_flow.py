@@ -50,7 +50,7 @@ class NormalizingFlowPrior(LatentPrior):
         """log-density of standardised latents (B,)."""
         return self.flow().log_prob(x)
 
-    def loss(self, x: Tensor) -> Tensor:
+    def loss(self, x: Tensor, shard: tuple[int, int] = (0, 1)) -> Tensor:
         return -self.log_prob(x).mean() / self.nz  # nats per dimension: the scale of the learning rate
 
     def bits_per_dim(self, z: Tensor) -> Tensor:
