@@ -22,9 +22,9 @@ import torch
 
 def latents_of(ckpt: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Training and test latents of a checkpoint's model on its run's data, encoded as the samplers encode them."""
-    from gon_lightning.priors.pair import run_model_and_data
+    from gon_lightning.latents.encoding import load_run
 
-    model, data = run_model_and_data(ckpt)
+    model, data = load_run(ckpt)
     data.prepare_data()
     data.setup("fit")
     train = model.training_latents(data.splits["train"], data.batch_size).float()

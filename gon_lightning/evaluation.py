@@ -35,8 +35,6 @@ from gon_lightning.metrics import (
 from gon_lightning.metrics.reference import save_array
 from gon_lightning.models import ImageModel
 from gon_lightning.models.base import check_sampler_option
-from gon_lightning.priors.base import LatentPrior
-from gon_lightning.priors.pair import model_with_prior
 
 RESULT_FILE = "sample_quality.json"
 RESULT_FORMAT = 1
@@ -103,10 +101,12 @@ def evaluate(
     save_features: bool = False,
     out: str | None = None,
     weights_only: bool | None = None,
+    loaded: bool = False,
 ) -> dict[str, Any]:
     """Score samples of the checkpoint's model, or a folder of images, against `datamodule`'s training split; write
     `sample_quality.json` (and the features) into `out`, print a table, return the result. See `GONTrainer.evaluate`
-    for the options."""
+    for the options; `loaded`: the model holds the checkpoint's weights already (a prior's checkpoint: the model it
+    was trained for, with the prior attached, `gon_lightning.priors.pair`)."""
     if (ckpt_path is None) == (image_folder is None):
         raise UserError("evaluate needs exactly one of --ckpt_path CKPT (a model's samples) and --image_folder DIR")
     if num_samples is not None:
@@ -114,9 +114,6 @@ def evaluate(
     positive_int("nearest_k", nearest_k)
     if weights_only is False:
         raise UserError("--weights_only false: evaluate reads checkpoints as weights only; leave it unset")
-    prior_pair = ckpt_path is not None and isinstance(model, LatentPrior)
-    if prior_pair:  # a prior's checkpoint: its model's samples through it, against the model's own data
-        model, datamodule, _ = model_with_prior(model, ckpt_path)
     if datamodule is None:
         raise UserError("evaluate needs a DataModule (--data): its training split is the reference")
     if image_folder is not None and sampler is not None:
@@ -137,7 +134,7 @@ def evaluate(
         source |= {"batch_size": None, "image_folder": str(Path(image_folder).expanduser().resolve())}
     else:
         assert ckpt_path is not None
-        if not prior_pair:
+        if not loaded:
             load_weights(model, ckpt_path)
         model.to(device).eval()
         count = num_samples or min(DEFAULT_SAMPLES, len(real))

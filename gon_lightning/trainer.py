@@ -59,7 +59,9 @@ class GONTrainer(Trainer):
         beside them as the floor, written to `sample_quality.json` (docs/sample_quality.md).
 
         Args:
-            ckpt_path: the checkpoint whose model draws the samples (`last`: the newest run of this model and data).
+            ckpt_path: the checkpoint whose model draws the samples (`last`: the newest run of this model and data);
+                a learned prior's checkpoint scores the model it was trained for, drawing through the prior, against
+                that model's own data (no other option needed).
             image_folder: a folder of images to score instead (every image file under it, decoded like
                 ImageFolderDataModule's, at the dataset's size and channels).
             num_samples: images scored: samples drawn (default 10,000, or the training split's size when smaller),
@@ -76,9 +78,14 @@ class GONTrainer(Trainer):
                 it; false is refused (an option of every subcommand, so a run's config.yaml serves this one too).
         """
         from gon_lightning.evaluation import evaluate
+        from gon_lightning.priors.base import LatentPrior
+        from gon_lightning.priors.pair import model_with_prior
 
+        loaded = isinstance(model, LatentPrior) and ckpt_path is not None
+        if loaded:  # a prior's checkpoint: the samples of the model it was trained for, against that model's data
+            model, datamodule, _ = model_with_prior(model, ckpt_path)
         return evaluate(self, model, datamodule, ckpt_path, image_folder, num_samples, extractor, extractor_weights,
-                        sampler, nearest_k, save_features, out, weights_only)  # fmt: skip
+                        sampler, nearest_k, save_features, out, weights_only, loaded)  # fmt: skip
 
     def export(
         self,

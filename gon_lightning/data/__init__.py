@@ -4,6 +4,7 @@ from gon_lightning.data.base import ImageDataModule
 from gon_lightning.data.celeba import CelebADataModule
 from gon_lightning.data.coil20 import COIL20DataModule
 from gon_lightning.data.folder import ImageFolderDataModule
+from gon_lightning.data.latents import LatentDataModule
 from gon_lightning.data.mnist5k import MNIST5kDataModule
 from gon_lightning.data.torchvision_datasets import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule
 
@@ -14,6 +15,7 @@ __all__ = [
     "FashionMNISTDataModule",
     "ImageDataModule",
     "ImageFolderDataModule",
+    "LatentDataModule",
     "MNIST5kDataModule",
     "MNISTDataModule",
 ]

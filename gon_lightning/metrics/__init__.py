@@ -1,8 +1,9 @@
-"""Sample quality: feature extractors (`extractors.py`), the figures computed on their features (`scores.py`) and the
-cached features of a dataset's real images (`reference.py`). docs/sample_quality.md has the protocol."""
+"""Sample quality: feature extractors (`extractors.py`), the figures computed on their features (`scores.py`), a
+dataset's real images (`splits.py`) and their cached features (`reference.py`). docs/sample_quality.md has the
+protocol."""
 
 from gon_lightning.metrics.extractors import EXTRACTORS, FeatureExtractor, load_extractor
-from gon_lightning.metrics.reference import extract, reference_features, split_images
+from gon_lightning.metrics.reference import extract, reference_features
 from gon_lightning.metrics.scores import (
     NEAREST_K,
     figure_names,
@@ -13,6 +14,7 @@ from gon_lightning.metrics.scores import (
     score_samples,
     seeded_subset,
 )
+from gon_lightning.metrics.splits import split_images
 
 __all__ = [
     "EXTRACTORS",

@@ -31,6 +31,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from gon_lightning.errors import UserError
+from gon_lightning.metrics.splits import split_images
 
 EXTRACTORS = ("inception", "lenet", "resnet")
 CLASSIFIER_SIZE = 32  # px: the classifiers see every image resized to this side
@@ -308,8 +309,6 @@ def trained_classifier(name: str, datamodule: Any, device: torch.device | str = 
     path = Path(datamodule.cache_path) / "extractors" / f"{name}.safetensors"
     if path.is_file():
         return load_classifier(path, name)
-    from gon_lightning.metrics.reference import split_images
-
     images, labels = split_images(datamodule, "train")
     test_images, test_labels = split_images(datamodule, "test")
     dataset = type(datamodule).__name__

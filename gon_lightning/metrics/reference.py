@@ -13,23 +13,10 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
-from gon_lightning.errors import DATA, UserError
 from gon_lightning.metrics.extractors import FeatureExtractor, atomic_file
+from gon_lightning.metrics.splits import split_images
 
 FEATURE_BATCH = 256
-
-
-def split_images(datamodule: Any, split: str) -> tuple[Tensor, Tensor]:
-    """A split's uint8 images (N, C, H, W) and labels, from the DataModule's decoded cache (set up if needed)."""
-    if getattr(datamodule, "stream", None) is not None:
-        raise UserError(
-            f"sample quality reads the decoded images, not a stream: leave {DATA}stream unset for this command"
-        )
-    if not datamodule.datasets:
-        datamodule.setup("fit")
-    if split not in datamodule.datasets:
-        raise UserError(f"{type(datamodule).__name__} has no {split} split")
-    return datamodule.splits[split], datamodule.labels[split]
 
 
 @torch.no_grad()

@@ -165,13 +165,10 @@ class LatentPrior(pl.LightningModule, ABC):
 
 def source_of(card: dict[str, Any]) -> dict[str, Any]:
     """What a prior records of the latents it was trained on, from an encoding card (`gon_lightning.latents`)."""
-    keys = ("checkpoint", "sha256", "model", "nz")
-    aliases = {"checkpoint": ("checkpoint", "ckpt_path", "checkpoint_path"), "sha256": ("sha256", "checkpoint_sha256")}
-    aliases |= {"model": ("model", "class_path", "model_class_path"), "nz": ("nz",)}
-    found = {}
-    for key in keys:
-        value = next((card[name] for name in aliases[key] if name in card), None)
-        if isinstance(value, dict):  # a nested {"path": ..., "sha256": ...} or {"class_path": ...}
-            value = value.get("path") or value.get("class_path") or value.get(key)
-        found[key] = value
-    return found
+    checkpoint, model = card.get("checkpoint") or {}, card.get("model") or {}
+    return {
+        "checkpoint": checkpoint.get("path"),
+        "sha256": checkpoint.get("sha256"),
+        "model": model.get("class_path"),
+        "nz": model.get("nz"),
+    }

@@ -9,24 +9,12 @@ and the reference data is the model's own.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gon_lightning.errors import UserError
+from gon_lightning.latents.encoding import load_run, sha256_of
 from gon_lightning.priors.base import SOURCE_KEY, LatentPrior
-
-RUN_CONFIG = "config.yaml"
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_prior(prior: LatentPrior, ckpt_path: str | Path) -> dict[str, Any]:
@@ -62,35 +50,11 @@ def checked_source(source: dict[str, Any], ckpt_path: str | Path) -> Path:
     return path
 
 
-def run_model_and_data(model_ckpt: Path) -> tuple[Any, Any]:
-    """The model of a checkpoint (its weights loaded) and its run's DataModule, from the run's `config.yaml`."""
-    from gon_lightning.evaluation import load_weights
-    from gon_lightning.nn.networks import import_object
-
-    run_config = model_ckpt.parent.parent / RUN_CONFIG
-    if model_ckpt.parent.name != "checkpoints" or not run_config.is_file():
-        raise UserError(f"{model_ckpt} lies outside a run folder (no {RUN_CONFIG} beside its checkpoints/ folder)")
-    config = yaml.safe_load(run_config.read_text()) or {}
-    try:
-        data_spec, model_spec = config["data"], config["model"]
-        data = import_object(data_spec["class_path"], str(run_config))(**(data_spec.get("init_args") or {}))
-        init_args = dict(model_spec.get("init_args") or {})
-        if hasattr(data, "dims"):
-            init_args["image_shape"] = tuple(data.dims)
-        model = import_object(model_spec["class_path"], str(run_config))(**init_args)
-    except (KeyError, TypeError) as error:
-        raise UserError(
-            f"{run_config} does not describe a model and its data ({type(error).__name__}: {error})"
-        ) from error
-    load_weights(model, str(model_ckpt))
-    return model, data
-
-
 def model_with_prior(prior: LatentPrior, ckpt_path: str | Path) -> tuple[Any, Any, Path]:
     """(the image model with `prior` attached, the model's DataModule, the model checkpoint) of a prior checkpoint."""
     source = load_prior(prior, ckpt_path)
     model_ckpt = checked_source(source, ckpt_path)
-    model, data = run_model_and_data(model_ckpt)
+    model, data = load_run(model_ckpt)
     if not hasattr(model, "attach_prior"):
         raise UserError(f"{model_ckpt} holds a {type(model).__name__}, which has no latents for a prior")
     model.attach_prior(prior)
