@@ -101,10 +101,12 @@ def evaluate(
     save_features: bool = False,
     out: str | None = None,
     weights_only: bool | None = None,
+    loaded: bool = False,
 ) -> dict[str, Any]:
     """Score samples of the checkpoint's model, or a folder of images, against `datamodule`'s training split; write
     `sample_quality.json` (and the features) into `out`, print a table, return the result. See `GONTrainer.evaluate`
-    for the options."""
+    for the options; `loaded`: the model holds the checkpoint's weights already (a prior's checkpoint: the model it
+    was trained for, with the prior attached, `gon_lightning.priors.pair`)."""
     if (ckpt_path is None) == (image_folder is None):
         raise UserError("evaluate needs exactly one of --ckpt_path CKPT (a model's samples) and --image_folder DIR")
     if num_samples is not None:
@@ -132,7 +134,8 @@ def evaluate(
         source |= {"batch_size": None, "image_folder": str(Path(image_folder).expanduser().resolve())}
     else:
         assert ckpt_path is not None
-        load_weights(model, ckpt_path)
+        if not loaded:
+            load_weights(model, ckpt_path)
         model.to(device).eval()
         count = num_samples or min(DEFAULT_SAMPLES, len(real))
         if hasattr(model, "prepare_sampler"):  # a sampler fitted to the training latents is fitted now, once
@@ -144,6 +147,7 @@ def evaluate(
             raise UserError(f"{type(model).__name__} cannot sample: {error}") from error
         source = {"checkpoint": str(Path(ckpt_path).resolve()), "model": type(model).__name__}
         source |= {"sampler": sampler or "default", "seed": seed, "batch_size": datamodule.batch_size}
+        source |= {"drawn_by": model.checked_sampler(sampler)}  # the sampler's own name, the default's too
         source |= {"image_folder": None}
     floor_fake = seeded_subset(floor_real, len(fake), seed)
 

@@ -42,7 +42,9 @@ class ConvAutoencoder(ConvNetModel, LatentModel):
         return self.decoder(z)
 
     def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
-        x_hat = self.decoder(self.encoder(x))
+        z = self.encoder(x)
+        x_hat = self.decoder(z)
+        self.step_latents = z.detach()
         loss = paper_loss(x_hat, x).mean()
         self.log_train(loss, x_hat, x)
         return loss

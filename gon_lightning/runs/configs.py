@@ -38,12 +38,17 @@ def resolve_config_names(args: list[str]) -> list[str]:
     return resolved
 
 
+#: the commands that, given --ckpt_path and no --config, read the checkpoint's run config
+RUN_CONFIG_COMMANDS = ("export", "evaluate", "predict")
+
+
 def with_run_config(args: list[str]) -> list[str]:
-    """`gon-lightning export --ckpt_path CKPT` without --config: the run's `config.yaml` beside CKPT's
+    """`gon-lightning export|evaluate|predict --ckpt_path CKPT` without --config: the run's `config.yaml` beside CKPT's
     `checkpoints/` folder gives the model and data options (the checkpoint's hyperparameters then replace the
     model's, as for any --ckpt_path). Other commands, and a command given --config, are left as they are."""
     tokens = list(args)
-    if "export" not in tokens or any(t in ("--config", "-c") or t.startswith("--config=") for t in tokens):
+    command = next((t for t in tokens if t in RUN_CONFIG_COMMANDS), None)
+    if command is None or any(t in ("--config", "-c") or t.startswith("--config=") for t in tokens):
         return tokens
     ckpt = next(
         (tokens[i + 1] for i, t in enumerate(tokens[:-1]) if t == "--ckpt_path"),
@@ -57,7 +62,7 @@ def with_run_config(args: list[str]) -> list[str]:
             f"--ckpt_path {ckpt} lies outside a run folder (no config.yaml beside its checkpoints/ folder): give the "
             "config it was trained with, --config CONFIG"
         )
-    at = tokens.index("export") + 1
+    at = tokens.index(command) + 1
     return [*tokens[:at], "--config", str(run_config), *tokens[at:]]
 
 
