@@ -114,5 +114,5 @@ def test_help_says_what_gon_lightning_is_and_lists_its_subcommands():
     )
     assert result.stdout.startswith("usage: gon-lightning")
     assert "Gradient Origin Networks" in result.stdout and "Lightning Trainer command line tool" not in result.stdout
-    for subcommand in ("fit", "validate", "test", "predict", "evaluate", "export"):
+    for subcommand in ("fit", "validate", "test", "predict", "evaluate", "export", "encode"):
         assert f"\n    {subcommand} " in result.stdout

@@ -39,13 +39,13 @@ def resolve_config_names(args: list[str]) -> list[str]:
 
 
 #: the commands that, given --ckpt_path and no --config, read the checkpoint's run config
-RUN_CONFIG_COMMANDS = ("export", "evaluate", "predict")
+RUN_CONFIG_COMMANDS = ("export", "evaluate", "predict", "encode")
 
 
 def with_run_config(args: list[str]) -> list[str]:
-    """`gon-lightning export|evaluate|predict --ckpt_path CKPT` without --config: the run's `config.yaml` beside CKPT's
-    `checkpoints/` folder gives the model and data options (the checkpoint's hyperparameters then replace the
-    model's, as for any --ckpt_path). Other commands, and a command given --config, are left as they are."""
+    """`gon-lightning export|evaluate|predict|encode --ckpt_path CKPT` without --config: the run's `config.yaml`
+    beside CKPT's `checkpoints/` folder gives the model and data options (the checkpoint's hyperparameters then
+    replace the model's, as for any --ckpt_path). Other commands, and a command given --config, are left as they are."""
     tokens = list(args)
     command = next((t for t in tokens if t in RUN_CONFIG_COMMANDS), None)
     if command is None or any(t in ("--config", "-c") or t.startswith("--config=") for t in tokens):
@@ -78,3 +78,18 @@ def run_name(config: Namespace) -> str:
 def config_filename(subcommand: str | None) -> str:
     """`config.yaml` for the training run; `test-config.yaml` etc. for later commands on the same run."""
     return "config.yaml" if subcommand in (None, "fit") else f"{subcommand}-config.yaml"
+
+
+class Invocation:
+    """The command line of the command this process runs, as the user gave it (for the records that name it)."""
+
+    args: list[str] | None = None
+
+
+def command_line() -> str:
+    """`gon-lightning <args>`, quoted for a shell: the user's command (sys.argv when `main` was given none)."""
+    import shlex
+    import sys
+
+    args = Invocation.args if Invocation.args is not None else sys.argv[1:]
+    return shlex.join(["gon-lightning", *args])
