@@ -78,3 +78,15 @@ def test_score_samples_adds_the_copying_figures_with_held_out_features() -> None
     assert list(figures)[-2:] == ["copy_ratio", "copying_z"]
     with pytest.raises(UserError, match="differ in size"):
         CopyingTest(torch.randn(50, 4), torch.randn(40, 3))
+
+
+def test_evaluates_table_notes_a_precision_density_contradicts_and_copying() -> None:
+    from gon_lightning.evaluation import notes
+
+    noise = {"precision": 0.52, "density": 0.13, "copy_ratio": 1.9, "copying_z": 8.7}  # uniform noise on MNIST5k
+    digits = {"precision": 0.98, "density": 1.02, "copy_ratio": 0.95, "copying_z": -0.2}  # held-out digits
+    copies = {**digits, "copy_ratio": 0.0, "copying_z": -7.4}  # training digits handed back
+    assert [line.split(":")[0] for line in notes(noise)] == ["note"] and "read density" in notes(noise)[0]
+    assert notes(digits) == []
+    assert len(notes(copies)) == 1 and "copying its training data" in notes(copies)[0]
+    assert notes({**digits, "copying_z": None}) == [] and notes({"fd_lenet": 3.0}) == []
