@@ -14,6 +14,7 @@ FID and KID papers defined; on any other extractor `fd_<name>` and `kd_*_<name>`
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +22,9 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from gon_lightning.errors import UserError
+
+if TYPE_CHECKING:
+    from gon_lightning.metrics.copying import CopyingTest
 
 INCEPTION = "inception"
 NEAREST_K = 5  # Naeem et al.'s choice for density and coverage; the same k serves precision and recall
@@ -178,9 +182,17 @@ def score_samples(
     nearest_k: int = NEAREST_K,
     seed: int = 0,
     kid_subsets: int = KID_SUBSETS,
+    held_out: Tensor | CopyingTest | None = None,
 ) -> dict[str, float]:
     """The evaluation protocol (docs/sample_quality.md): `score_features` of `fake` against the whole `reference`
     for the Fréchet and kernel distances, and against a subset of it as large as `fake` (seeded) for precision,
-    recall, density and coverage."""
+    recall, density and coverage. With `held_out` (features of unseen real images, or a `CopyingTest` fitted to
+    the reference and them) also `copy_ratio` and `copying_z` (`copying.py`)."""
     manifold = seeded_subset(reference, len(fake), seed)
-    return score_features(reference, fake, extractor, nearest_k, manifold, kid_subsets, seed=seed)
+    figures = score_features(reference, fake, extractor, nearest_k, manifold, kid_subsets, seed=seed)
+    if held_out is not None:
+        from gon_lightning.metrics.copying import CopyingTest  # copying.py builds on this module
+
+        test = held_out if isinstance(held_out, CopyingTest) else CopyingTest(reference, held_out, seed=seed)
+        figures.update(test.score(fake))
+    return figures

@@ -38,8 +38,10 @@ def resolve_config_names(args: list[str]) -> list[str]:
     return resolved
 
 
-#: the commands that, given --ckpt_path and no --config, read the checkpoint's run config
-RUN_CONFIG_COMMANDS = ("export", "evaluate", "predict", "encode")
+#: the commands that, given --ckpt_path and no --config, read the checkpoint's run config: the first two need it,
+#: the others use it where there is one (a checkpoint elsewhere takes the model and data options given)
+RUN_CONFIG_COMMANDS = ("export", "encode", "evaluate", "predict")
+NEEDS_RUN_CONFIG = ("export", "encode")
 
 
 def with_run_config(args: list[str]) -> list[str]:
@@ -58,6 +60,8 @@ def with_run_config(args: list[str]) -> list[str]:
         return tokens
     run_config = Path(ckpt).parent.parent / "config.yaml"
     if Path(ckpt).parent.name != "checkpoints" or not run_config.is_file():
+        if command not in NEEDS_RUN_CONFIG:
+            return tokens  # a missing file is named by the checkpoint's own check
         raise UserError(
             f"--ckpt_path {ckpt} lies outside a run folder (no config.yaml beside its checkpoints/ folder): give the "
             "config it was trained with, --config CONFIG"
