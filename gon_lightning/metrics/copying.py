@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from gon_lightning.errors import UserError
-from gon_lightning.metrics.scores import BLOCK_ELEMENTS, _as_float64, _rows_per_block, _squared_distances
+from gon_lightning.metrics.distances import BLOCK_ELEMENTS, as_float64, rows_per_block, squared_distances
 
 COPY_CELLS = 20  # k-means cells of the training features, at most (fewer when the held-out set is small)
 MIN_CELL_IMAGES = 20  # held-out images per cell on average, and samples a cell needs to enter C_T (tau = 20 / m)
@@ -39,8 +39,8 @@ def nearest_distances(queries: Tensor, reference: Tensor, block_elements: int = 
     """Euclidean distance (float64) from each row of `queries` to its nearest row of `reference`, a block of rows
     at a time (at most `block_elements` distances held at once)."""
     out = [
-        _squared_distances(block, reference).min(1).values
-        for block in queries.split(_rows_per_block(len(reference), block_elements))
+        squared_distances(block, reference).min(1).values
+        for block in queries.split(rows_per_block(len(reference), block_elements))
     ]
     return torch.cat(out).sqrt() if out else torch.empty(0, dtype=torch.float64)
 
@@ -74,8 +74,8 @@ class CopyingTest:
     ) -> None:
         from sklearn.cluster import KMeans  # a second's import: only where the figures are computed
 
-        self.train = _as_float64(train, "training features")
-        self.held_out = _as_float64(held_out, "held-out features")
+        self.train = as_float64(train, "training features")
+        self.held_out = as_float64(held_out, "held-out features")
         if self.train.shape[1] != self.held_out.shape[1]:
             raise UserError(
                 f"training and held-out features differ in size: {self.train.shape[1]} and {self.held_out.shape[1]}"
@@ -104,7 +104,7 @@ class CopyingTest:
     def score(self, samples: Tensor) -> dict[str, float]:
         """`copy_ratio` and `copying_z` of the samples' features (M, d); `copying_z` is NaN when no cell holds
         `min_cell_images` samples (fewer samples than that in all)."""
-        samples = _as_float64(samples, "sample features")
+        samples = as_float64(samples, "sample features")
         nearest = nearest_distances(samples, self.train, self.block_elements)
         held_median = float(self.held_out_nearest.median())
         ratio = float(nearest.median()) / held_median if held_median > 0 else math.inf
