@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
-from pytorch_lightning import Trainer
+from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint, ModelSummary, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import WandbLogger
@@ -49,11 +49,12 @@ from gon_lightning.callbacks import (
     WorstReconstructions,
 )
 
-# importing the packages registers every model and DataModule, so configs may use short class names
-from gon_lightning.data import ImageDataModule
+# importing the packages registers every model, prior, DataModule and callback, so configs may use short class names
+from gon_lightning.data import ImageDataModule  # noqa: F401
 from gon_lightning.errors import configuration_error, debugging
-from gon_lightning.models import ImageModel
+from gon_lightning.models import ImageModel  # noqa: F401
 from gon_lightning.parser import GONArgumentParser
+from gon_lightning.priors import LatentPrior, OnlinePrior  # noqa: F401
 from gon_lightning.trainer import GONTrainer
 
 
@@ -98,6 +99,8 @@ class GONLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # image shape is a property of the data: configs never state it twice
         parser.link_arguments("data.dims", "model.init_args.image_shape", apply_on="instantiate")
+        # a prior's latent size is the data's (LatentDataModule's nz); image DataModules have none: the link is skipped
+        parser.link_arguments("data.nz", "model.init_args.nz", apply_on="instantiate")
         parser.add_argument(
             "--runs_root",
             default=runs.DEFAULT_RUNS_ROOT,
@@ -271,8 +274,8 @@ def _run(args: Any, run: bool) -> GONLightningCLI:
         runs.Invocation.args = list(sys.argv[1:] if args is None else args)
         args = runs.with_run_config(runs.resolve_config_names(sys.argv[1:] if args is None else args))
     cli = GONLightningCLI(
-        ImageModel,
-        ImageDataModule,
+        LightningModule,  # the image models (models/) and the learned priors over their latents (priors/)
+        LightningDataModule,
         trainer_class=GONTrainer,
         subclass_mode_model=True,
         subclass_mode_data=True,

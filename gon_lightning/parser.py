@@ -71,10 +71,9 @@ def short_error(message: str) -> str:
             f"{', '.join(options_of(class_path))} (--{group}.help {name} explains them)"
         )
     if found := _NOT_A_CLASS.search(message):
-        from gon_lightning.data import ImageDataModule
-        from gon_lightning.models import ImageModel
+        from pytorch_lightning import LightningDataModule, LightningModule
 
-        base = ImageModel if found["group"] == "model" else ImageDataModule
+        base = LightningModule if found["group"] == "model" else LightningDataModule
         return f"--{found['group']} {found['value']}: not one of {', '.join(choices_of(base))}"
     if found := _CLASS_PROBLEM.search(message):
         why = re.sub(r'Parser key "([\w.]+)":', rf"--{found['group']}.init_args.\1:", found["why"])

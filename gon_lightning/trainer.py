@@ -24,6 +24,25 @@ class GONTrainer(Trainer):
         "encode": {"model", "datamodule"},
     }
 
+    def predict(  # type: ignore[override]
+        self,
+        model: LightningModule | None = None,
+        dataloaders: Any = None,
+        datamodule: LightningDataModule | None = None,
+        return_predictions: bool | None = None,
+        ckpt_path: str | None = None,
+        weights_only: bool | None = None,
+    ) -> Any:
+        """Lightning's predict; given a learned prior's checkpoint, the predictions of the model it was trained for,
+        sampling through the prior, on the model's own data (`gon_lightning.priors.pair`)."""
+        from gon_lightning.priors.base import LatentPrior
+        from gon_lightning.priors.pair import model_with_prior
+
+        if isinstance(model, LatentPrior) and ckpt_path:
+            model, datamodule, _ = model_with_prior(model, ckpt_path)
+            ckpt_path = None  # loaded: the model's weights and the prior's
+        return super().predict(model, dataloaders, datamodule, return_predictions, ckpt_path, weights_only)
+
     def evaluate(
         self,
         model: LightningModule,
@@ -45,7 +64,9 @@ class GONTrainer(Trainer):
         beside them as the floor, written to `sample_quality.json` (docs/sample_quality.md).
 
         Args:
-            ckpt_path: the checkpoint whose model draws the samples (`last`: the newest run of this model and data).
+            ckpt_path: the checkpoint whose model draws the samples (`last`: the newest run of this model and data);
+                a learned prior's checkpoint scores the model it was trained for, drawing through the prior, against
+                that model's own data (no other option needed).
             image_folder: a folder of images to score instead (every image file under it, decoded like
                 ImageFolderDataModule's, at the dataset's size and channels).
             num_samples: images scored: samples drawn (default 10,000, or the training split's size when smaller),
@@ -62,9 +83,14 @@ class GONTrainer(Trainer):
                 it; false is refused (an option of every subcommand, so a run's config.yaml serves this one too).
         """
         from gon_lightning.evaluation import evaluate
+        from gon_lightning.priors.base import LatentPrior
+        from gon_lightning.priors.pair import model_with_prior
 
+        loaded = isinstance(model, LatentPrior) and ckpt_path is not None
+        if loaded:  # a prior's checkpoint: the samples of the model it was trained for, against that model's data
+            model, datamodule, _ = model_with_prior(model, ckpt_path)
         return evaluate(self, model, datamodule, ckpt_path, image_folder, num_samples, extractor, extractor_weights,
-                        sampler, nearest_k, save_features, out, weights_only)  # fmt: skip
+                        sampler, nearest_k, save_features, out, weights_only, loaded)  # fmt: skip
 
     def export(
         self,
@@ -100,7 +126,15 @@ class GONTrainer(Trainer):
         if weights_only is False:
             raise UserError("export reads checkpoints weights-only: drop --weights_only false")
 
-        export_model(model, datamodule, ckpt_path, out, push, num_images)
+        from gon_lightning.priors.base import LatentPrior
+        from gon_lightning.priors.pair import model_with_prior
+
+        if isinstance(model, LatentPrior) and ckpt_path:  # the model it was trained for, carrying it
+            prior_ckpt = ckpt_path
+            model, datamodule, model_ckpt = model_with_prior(model, ckpt_path)
+            export_model(model, datamodule, str(model_ckpt), out, push, num_images, prior_ckpt=prior_ckpt)
+        else:
+            export_model(model, datamodule, ckpt_path, out, push, num_images)
         runs.discard_unfinished_run()  # a folder made for this command holds nothing: the export is in `out`
 
     def encode(

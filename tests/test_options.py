@@ -83,7 +83,9 @@ def test_detached_gon_loads_the_hyperparameters_its_checkpoints_hold():
 
 
 @pytest.mark.parametrize(
-    "name", ["ImageModel", "OriginModel", "ImageDataModule", "TorchvisionDataModule"], ids=lambda name: name
+    "name",
+    ["ImageModel", "OriginModel", "LatentPrior", "ImageDataModule", "TorchvisionDataModule"],
+    ids=lambda name: name,
 )
 def test_abstract_bases_are_neither_listed_nor_accepted(name: str, capsys: pytest.CaptureFixture):
     group = "data" if "Data" in name else "model"

@@ -145,10 +145,19 @@ def model_card(
     else:
         lines += ["No test metrics recorded for this checkpoint (`gon-lightning test --ckpt_path ...` writes them)."]
     figures = [key for key in SAMPLE_QUALITY_FIGURES if isinstance(quality.get(key), (int, float))]
+    sampler = getattr(model, "samplers", ("",))[0] if getattr(model, "samplers", None) else None
+    if sampler:
+        priors = getattr(model, "priors", {})
+        prior = priors[sampler] if sampler in priors else None  # noqa: SIM401 (a ModuleDict: no .get)
+        what = f"the learned prior `{sampler}` ({type(prior).__name__}, over the model's latents)" if prior else None
+        lines += ["", f"`model.sample(n)` draws through {what or f'the `{sampler}` sampler'} by default."]
     if figures:
+        drawn_by = quality.get("drawn_by") or quality.get("sampler")
         lines += [
             "",
-            f"Sample quality ({extractor or 'extractor not recorded'}, {quality.get('num_samples')} samples):",
+            f"Sample quality ({extractor or 'extractor not recorded'}, {quality.get('num_samples')} samples"
+            + (f", sampler `{drawn_by}`" if drawn_by else "")
+            + "):",
         ]
         lines += ["", "| figure | value |", "|---|---|"] + [f"| `{k}` | {float(quality[k]):.6g} |" for k in figures]
     if isinstance(probes.get("linear_acc"), (int, float)):

@@ -41,11 +41,15 @@ def model_config(model: torch.nn.Module) -> dict[str, Any]:
                 f"model.init_args.{name} was given as a built module ({recorded[MODULE_GIVEN]}), which an export "
                 "cannot rebuild: give the network by class (class_path/init_args) and train or load it again"
             )
-    return {
+    config = {
         "gon_lightning_format": EXPORT_FORMAT,
         "gon_lightning_version": __version__,
         "model": {"class_path": import_path(type(model)), "init_args": _plain(init_args)},
     }
+    priors = model.prior_specs() if hasattr(model, "prior_specs") else {}
+    if priors:  # for the reader: the weights carry the same spec, and loading rebuilds the priors from it
+        config["priors"] = _plain(priors)
+    return config
 
 
 def class_paths(init_args: Mapping[str, Any]) -> Iterator[str]:

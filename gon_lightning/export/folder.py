@@ -56,10 +56,18 @@ def write_images(model: Any, images: Tensor | None, folder: Path, num_samples: i
 
 
 def export_model(
-    model: Any, datamodule: Any, ckpt_path: str | None, out: str, push: str | None = None, num_images: int = 8
+    model: Any,
+    datamodule: Any,
+    ckpt_path: str | None,
+    out: str,
+    push: str | None = None,
+    num_images: int = 8,
+    prior_ckpt: str | None = None,
 ) -> Path:
     """Write the export folder `out` of the checkpoint `ckpt_path` (see the module docstring); `push` uploads it to
-    that Hub repository. The folder is written beside `out` and moved into place whole."""
+    that Hub repository. The folder is written beside `out` and moved into place whole. With `prior_ckpt` (a learned
+    prior's checkpoint, already attached to `model`) the model carries that prior, and the card shows the sample
+    quality measured on the prior's checkpoint."""
     from gon_lightning.runs import check_model_checkpoint, load_checkpoint_file
 
     if not ckpt_path:
@@ -78,11 +86,19 @@ def export_model(
     path = Path(ckpt_path)
     checkpoint = load_checkpoint_file(path)
     check_model_checkpoint(path, checkpoint, model)
+    priors = list(getattr(model, "priors", {}).values())
     model.load_state_dict(checkpoint["state_dict"], strict=True)
+    for prior in priors if prior_ckpt else []:  # the model checkpoint has none: the prior's run gave it
+        model.attach_prior(prior)
     model.eval()
     config = model_config(model)
     run_dir = run_folder_of(path, checkpoint)
     metrics, quality, notes = run_records(run_dir, path)
+    if prior_ckpt:  # the samples are drawn through the prior: its run measured them
+        prior_path = Path(prior_ckpt)
+        _, quality, prior_notes = run_records(prior_path.parent.parent, prior_path)
+        quality = quality if not prior_notes else {}
+        notes += prior_notes
     probes, probe_notes = probe_record(run_dir, path)
     notes += probe_notes
     run_config_file = run_dir / RUN_CONFIG if run_dir is not None else None

@@ -44,7 +44,7 @@ class ConvAutoencoder(ConvNetModel, LatentModel):
     def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
         z = self.encoder(x)
         x_hat = self.decoder(z)
+        self.step_latents = z.detach()
         loss = paper_loss(x_hat, x).mean()
         self.log_train(loss, x_hat, x)
-        self.step_latents = z.detach()
         return loss

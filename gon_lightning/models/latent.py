@@ -5,6 +5,8 @@
   (`OriginModel`: the latents of the last epoch, free); the autoencoders and the V-GON fit it here, lazily.
 - `gmm`: a full-covariance Gaussian mixture fitted by EM (scikit-learn) to the latents of the training split,
   the "ex-post density estimation" of Ghosh et al. 2020 ("From variational to deterministic autoencoders").
+- `diffusion`, `flow`: learned priors (`gon_lightning.priors`) attached with `attach_prior`, held as submodules
+  (`priors`), so the state_dict, checkpoints and exports carry them; an attached prior is the default sampler.
 
 The lazily fitted densities are fitted when first asked for, from up to `FIT_IMAGES` training images encoded with
 the current weights (a fixed subset of the whole split, so every DDP rank fits the same density), and kept as
@@ -15,6 +17,8 @@ gon_family.md ("Samplers") has the measured cost.
 
 from __future__ import annotations
 
+import importlib
+import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +26,7 @@ from typing import Any
 
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
-from torch import Tensor
+from torch import Tensor, nn
 
 from gon_lightning.errors import MODEL, UserError, positive_int
 from gon_lightning.models.base import ImageModel
@@ -31,6 +35,11 @@ FIT_IMAGES = 10_000  # training images encoded for a lazy fit (all of a smaller 
 GMM_CANDIDATES = (1, 2, 5, 10)  # components compared by BIC when gmm_components is None
 FIT_SEED = 0  # the fit's own seed: subset, encoding noise and EM initialisation; the global RNG is left alone
 PARTS = ("weights", "means", "scales", "fingerprint")  # a fitted density's buffers: f"{sampler}_{part}"
+PRIORS = "priors"  # the submodule holding attached learned priors, by sampler name
+#: the buffer that says how to rebuild the attached priors (JSON of their class paths and options, as uint8): it
+#: travels in the state_dict, so every way of loading weights (Lightning, safetensors) rebuilds them first
+PRIOR_SPECS = "priors_spec"
+PRIOR_PACKAGE = "gon_lightning.priors."  # the only code a state_dict's prior spec may name
 
 
 class SamplerNotReady(UserError, NotImplementedError):
@@ -95,8 +104,8 @@ class LatentModel(ImageModel):
     #: the samplers fitted here on demand (the GON family tracks its own `gaussian` while training)
     lazy_samplers: tuple[str, ...] = ("gaussian", "gmm")
     nz: int
-    #: the detached latents of the current training batch, set by `training_step` for callbacks to read in
-    #: `on_train_batch_end` (the online linear probe, an online prior); None before the first step
+    #: the detached latents of the current training batch, in the space `decode_latents` takes, set by every
+    #: `training_step` for callbacks to read in `on_train_batch_end` (the online prior, an online probe)
     step_latents: Tensor | None = None
 
     def __init__(self, gmm_components: int | None = 10, **kwargs: Any) -> None:
@@ -104,6 +113,71 @@ class LatentModel(ImageModel):
         if gmm_components is not None:
             positive_int(MODEL + "gmm_components", gmm_components)
         self.gmm_components = gmm_components
+        self.priors = nn.ModuleDict()  # empty until a prior is attached: no state, no parameters
+        self._default_prior: str | None = None
+
+    # --- learned priors -------------------------------------------------------------------------------------
+    def attach_prior(self, prior: nn.Module, default: bool = True) -> None:
+        """Carry `prior` (a `gon_lightning.priors.LatentPrior`) as the sampler it names (`diffusion`, `flow`),
+        replacing one of that name; `default`: `sample(n)` draws through it when no sampler is named."""
+        name = prior.sampler_name
+        if prior.nz != self.nz:
+            raise UserError(
+                f"a {type(prior).__name__} of latent size {prior.nz} cannot be attached to a {type(self).__name__} "
+                f"of latent size {self.nz}: a prior of another latent size"
+            )
+        if not type(prior).__module__.startswith(PRIOR_PACKAGE):
+            raise UserError(f"{type(prior).__name__} is not one of gon_lightning.priors' priors")
+        self.priors[name] = prior.to(self.latent_device())
+        if default or self._default_prior not in self.priors:
+            self._default_prior = name
+        self._priors_changed()
+
+    def detach_prior(self, name: str) -> None:
+        if name in self.priors:
+            del self.priors[name]
+        self._priors_changed()
+
+    def latent_device(self) -> torch.device:
+        parameter = next(self.parameters(), None)
+        return parameter.device if parameter is not None else torch.device("cpu")
+
+    def _priors_changed(self) -> None:
+        """Offer the attached priors as samplers (the default one first), record how to rebuild them, and keep them
+        out of DistributedDataParallel's reach (they are trained by their own optimiser, or not at all)."""
+        if self._default_prior not in self.priors:
+            self._default_prior = next(iter(self.priors), None)
+        names = sorted(self.priors, key=lambda name: name != self._default_prior)
+        own = type(self).samplers
+        self.samplers = (*names[:1], *own, *names[1:]) if names and self._default_prior else own
+        if not self.priors:
+            self._buffers.pop(PRIOR_SPECS, None)
+        else:
+            specs = {"default": self._default_prior, "priors": {name: self.priors[name].spec() for name in names}}
+            encoded = torch.tensor(list(json.dumps(specs, sort_keys=True).encode()), dtype=torch.uint8)
+            self.register_buffer(PRIOR_SPECS, encoded.to(self.latent_device()))
+        ignored = [f"{PRIORS}.{key}" for key in self.priors.state_dict()] + [PRIOR_SPECS] * bool(self.priors)
+        self._ddp_params_and_buffers_to_ignore = ignored  # DistributedDataParallel's own switch
+
+    def prior_specs(self) -> dict[str, Any]:
+        """{"default": name, "priors": {name: {class_path, init_args}}} of the attached priors ({} if none)."""
+        buffer = self._buffers.get(PRIOR_SPECS)
+        return json.loads(bytes(buffer.cpu().tolist()).decode()) if buffer is not None else {}
+
+    def optional_state_key(self, key: str) -> bool:
+        """Whether a state_dict key may be present or absent in a checkpoint of this model's options: a fitted
+        sampler's buffers and attached priors (loading adopts them)."""
+        return key in self.fitted_sampler_buffers() or key == PRIOR_SPECS or key.startswith(PRIORS + ".")
+
+    def own_parameters(self) -> Iterator[nn.Parameter]:
+        """The image model's parameters, without its attached priors' (which have their own optimiser)."""
+        return (p for name, p in self.named_parameters() if not name.startswith(PRIORS + "."))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.own_parameters(), lr=self.lr)
+
+    def compile_targets(self) -> list[str]:
+        return [name for name in super().compile_targets() if name != PRIORS]
 
     @torch.no_grad()
     def sample(self, n: int, sampler: str | None = None) -> Tensor:
@@ -114,6 +188,8 @@ class LatentModel(ImageModel):
 
     def sample_latents(self, n: int, sampler: str) -> Tensor:
         """n latents drawn by `sampler` (a checked name), to be decoded by `decode_latents`."""
+        if sampler in self.priors:
+            return self.priors[sampler].sample(n)
         if sampler == "prior":
             return torch.randn(n, self.nz, device=self.device, dtype=self.dtype)
         self.fit_sampler(sampler, refit=False)
@@ -211,7 +287,7 @@ class LatentModel(ImageModel):
 
     def weights_fingerprint(self) -> Tensor:
         """Sum and sum of squares of every parameter tensor (float64): changes whenever training changes them."""
-        parts = [torch.stack([p.double().sum(), p.double().square().sum()]) for p in self.parameters()]
+        parts = [torch.stack([p.double().sum(), p.double().square().sum()]) for p in self.own_parameters()]
         return torch.cat(parts).detach() if parts else torch.zeros(0, dtype=torch.float64)
 
     @staticmethod
@@ -223,6 +299,7 @@ class LatentModel(ImageModel):
         return {f"{sampler}_{part}" for sampler in self.lazy_samplers for part in PARTS}
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        self._adopt_priors(state_dict, prefix)
         # a fitted density is registered when it is fitted: adopt a checkpoint's (any size of mixture), and drop
         # a fit of ours that the loaded weights do not come with
         for sampler in self.lazy_samplers:
@@ -233,3 +310,33 @@ class LatentModel(ImageModel):
                 elif name in self._buffers:
                     del self._buffers[name]
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _adopt_priors(self, state_dict: dict, prefix: str) -> None:
+        """Rebuild the priors a state_dict carries (from its spec buffer) before their weights load, and drop
+        attached priors it does not carry: the loaded model is the one saved, priors included."""
+        encoded = state_dict.get(prefix + PRIOR_SPECS)
+        specs = json.loads(bytes(encoded.cpu().tolist()).decode()) if encoded is not None else {}
+        wanted = specs.get("priors", {})
+        for name in list(self.priors):
+            if name not in wanted:
+                del self.priors[name]
+        for name, spec in wanted.items():
+            current = self.priors[name] if name in self.priors else None  # noqa: SIM401 (a ModuleDict: no .get)
+            if current is None or current.spec() != spec:
+                self.priors[name] = build_prior(spec).to(self.latent_device())
+        self._default_prior = specs.get("default")
+        self._priors_changed()
+
+
+def build_prior(spec: dict[str, Any]) -> nn.Module:
+    """A prior from its spec ({"class_path", "init_args"}); only gon_lightning.priors' classes are built."""
+    class_path = spec.get("class_path", "")
+    module, _, name = class_path.rpartition(".")
+    if not class_path.startswith(PRIOR_PACKAGE):
+        raise UserError(f"the weights name a prior {class_path!r} outside gon_lightning.priors: refused")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as error:
+        raise UserError(f"the weights name a prior {class_path!r} this gon-lightning does not have") from error
+    with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten: leave the caller's RNG alone
+        return cls(**spec.get("init_args", {}))

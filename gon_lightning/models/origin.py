@@ -138,8 +138,12 @@ class OriginModel(LatentModel):
         loss = outer.mean()
         self.log_train(loss, x_hat, x)
         self.track_latents(z)
-        self.step_latents = z.detach()
+        self.step_latents = self.sampling_latents(z)
         return loss
+
+    def sampling_latents(self, z: Tensor) -> Tensor:
+        """The detached latents the samplers work in, from a training step's origin-step latents (the same here)."""
+        return z.detach()
 
     def encode_images(self, x: Tensor) -> Tensor:
         return self.encode(x, create_graph=False).detach()

@@ -57,14 +57,18 @@ class VAE(ConvAutoencoder):
 
     def loss(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Negative ELBO per image (one posterior sample) and the reconstruction it decoded."""
+        nelbo, x_hat, _ = self.loss_and_means(x)
+        return nelbo, x_hat
+
+    def loss_and_means(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """`loss`, and the posterior means (the space the samplers draw in)."""
         mu, logvar = self.posterior(x)
-        if self.training:  # a training step's: the latents `encode_images` gives (the posterior mean)
-            self.step_latents = mu.detach()
         x_hat = self.decoder(reparameterize(mu, logvar))
-        return negative_elbo(x_hat, x, mu, logvar), x_hat
+        return negative_elbo(x_hat, x, mu, logvar), x_hat, mu
 
     def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
-        nelbo, x_hat = self.loss(x)
+        nelbo, x_hat, mu = self.loss_and_means(x)
+        self.step_latents = mu.detach()
         loss = nelbo.mean()
         self.log_train(loss, x_hat, x)
         return loss

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from gon_lightning.models.base import ConvNetModel, update_reconstruction_metrics
@@ -70,6 +71,10 @@ class VariationalGON(ConvNetModel, OriginModel):
     def encode_images(self, x: Tensor) -> Tensor:
         mu, _ = self.posterior(self.encode(x, create_graph=False))
         return mu.detach()
+
+    @torch.no_grad()
+    def sampling_latents(self, z: Tensor) -> Tensor:
+        return self.to_mu(z.detach())  # the samplers' space is the decoder's input: the posterior mean
 
     def decode_latents(self, z: Tensor) -> Tensor:
         return self.decoder(z)

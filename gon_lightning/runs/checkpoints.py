@@ -88,10 +88,11 @@ def check_model_checkpoint(path: str | Path, checkpoint: dict[str, Any], model: 
     here = f"{type(model).__module__}.{type(model).__qualname__}"
     if saved and saved != here:
         raise UserError(f"checkpoint {path} holds a {saved}, but the config builds a {here}")
-    # a fitted sampler's buffers (models/latent.py) exist once fitted, of the fit's size: a checkpoint may hold them
-    fitted = model.fitted_sampler_buffers() if hasattr(model, "fitted_sampler_buffers") else set()
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k not in fitted}
-    found = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items() if k not in fitted}
+    # a fitted sampler's buffers and attached priors (models/latent.py) exist once fitted or attached: a checkpoint
+    # may hold them, and loading adopts them
+    optional = getattr(model, "optional_state_key", lambda key: False)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if not optional(k)}
+    found = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items() if not optional(k)}
     if expected != found:
         missing = sorted(expected.keys() - found.keys())
         extra = sorted(found.keys() - expected.keys())

@@ -38,14 +38,19 @@ def resolve_config_names(args: list[str]) -> list[str]:
     return resolved
 
 
+#: the commands that, given --ckpt_path and no --config, read the checkpoint's run config: the first two need it,
+#: the others use it where there is one (a checkpoint elsewhere takes the model and data options given)
+RUN_CONFIG_COMMANDS = ("export", "encode", "evaluate", "predict")
+NEEDS_RUN_CONFIG = ("export", "encode")
+
+
 def with_run_config(args: list[str]) -> list[str]:
-    """`gon-lightning export --ckpt_path CKPT` (or `encode`) without --config: the run's `config.yaml` beside CKPT's
-    `checkpoints/` folder gives the model and data options (the checkpoint's hyperparameters then replace the
-    model's, as for any --ckpt_path). Other commands, and a command given --config, are left as they are."""
+    """`gon-lightning export|evaluate|predict|encode --ckpt_path CKPT` without --config: the run's `config.yaml`
+    beside CKPT's `checkpoints/` folder gives the model and data options (the checkpoint's hyperparameters then
+    replace the model's, as for any --ckpt_path). Other commands, and a command given --config, are left as they are."""
     tokens = list(args)
-    if not {"export", "encode"} & set(tokens) or any(
-        t in ("--config", "-c") or t.startswith("--config=") for t in tokens
-    ):
+    command = next((t for t in tokens if t in RUN_CONFIG_COMMANDS), None)
+    if command is None or any(t in ("--config", "-c") or t.startswith("--config=") for t in tokens):
         return tokens
     ckpt = next(
         (tokens[i + 1] for i, t in enumerate(tokens[:-1]) if t == "--ckpt_path"),
@@ -55,11 +60,13 @@ def with_run_config(args: list[str]) -> list[str]:
         return tokens
     run_config = Path(ckpt).parent.parent / "config.yaml"
     if Path(ckpt).parent.name != "checkpoints" or not run_config.is_file():
+        if command not in NEEDS_RUN_CONFIG:
+            return tokens  # a missing file is named by the checkpoint's own check
         raise UserError(
             f"--ckpt_path {ckpt} lies outside a run folder (no config.yaml beside its checkpoints/ folder): give the "
             "config it was trained with, --config CONFIG"
         )
-    at = next(i for i, t in enumerate(tokens) if t in ("export", "encode")) + 1
+    at = tokens.index(command) + 1
     return [*tokens[:at], "--config", str(run_config), *tokens[at:]]
 
 

@@ -1,0 +1,106 @@
+"""The `diffusion` sampler: a flow-matching prior (Lipman et al. 2023; rectified flow, Liu et al. 2023).
+
+Training regresses a velocity network v(x_t, t) on x1 - x0 along the straight path x_t = (1 - t) x0 + t x1 from
+noise x0 ~ N(0, I) to a standardised latent x1; sampling integrates dx/dt = v(x, t) from t = 0 to 1 with a fixed
+number of Euler or Heun steps, so a seed fixes the samples (the only randomness is the starting noise). The
+network is an MLP on [x, sinusoidal embedding of t].
+
+Cost (2-core CPU, docs/priors.md): the default [256 + 64 -> 1024 x 3 -> 256] network (2.7 M parameters) takes
+about 34 ms a step at batch 256; sampling costs `sample_steps` forward passes (Heun twice that).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from gon_lightning.errors import MODEL, positive_int, require
+from gon_lightning.priors.base import LatentPrior
+
+Solver = Literal["euler", "heun"]
+
+
+def time_embedding(t: Tensor, dim: int) -> Tensor:
+    """Sinusoidal embedding (B, dim) of times t (B,) in [0, 1] (transformer-style frequencies, t scaled by 1000)."""
+    half = dim // 2
+    frequencies = torch.exp(-math.log(10_000.0) * torch.arange(half, device=t.device, dtype=t.dtype) / half)
+    angles = 1000.0 * t[:, None] * frequencies[None]
+    embedding = torch.cat([angles.sin(), angles.cos()], dim=1)
+    return nn.functional.pad(embedding, (0, dim - 2 * half))
+
+
+class VelocityMLP(nn.Module):
+    """v(x, t): an MLP [nz + time_dim -> hidden x depth -> nz] with SiLU."""
+
+    def __init__(self, nz: int, hidden: int = 1024, depth: int = 3, time_dim: int = 64) -> None:
+        super().__init__()
+        self.time_dim = time_dim
+        widths = [nz + time_dim, *[hidden] * depth]
+        layers: list[nn.Module] = []
+        for width_in, width_out in itertools.pairwise(widths):
+            layers += [nn.Linear(width_in, width_out), nn.SiLU()]
+        layers.append(nn.Linear(widths[-1], nz))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.net(torch.cat([x, time_embedding(t.to(x.dtype), self.time_dim)], dim=1))
+
+
+class FlowMatchingPrior(LatentPrior):
+    """A flow-matching prior over a model's standardised latents: the `diffusion` sampler.
+
+    Options: the network's size, the sampler's steps and solver, and the optimiser's (`LatentPrior`: AdamW with
+    warm-up and cosine decay over the run). The defaults reached fd_lenet 147 against gmm's 459 on the quickstart
+    GON (docs/priors.md has the measurements and each option's cost).
+
+    Args:
+        hidden: width of the MLP's hidden layers.
+        depth: hidden layers.
+        time_dim: size of the sinusoidal time embedding.
+        sample_steps: ODE steps from noise to a latent when sampling (each one network evaluation, Heun's two).
+        solver: `euler` or `heun` (second order: fewer steps for the same error).
+    """
+
+    sampler_name = "diffusion"
+
+    def __init__(
+        self,
+        hidden: int = 1024,
+        depth: int = 3,
+        time_dim: int = 64,
+        sample_steps: int = 100,
+        solver: Solver = "euler",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        positive_int(MODEL + "hidden", hidden)
+        positive_int(MODEL + "depth", depth)
+        positive_int(MODEL + "time_dim", time_dim)
+        positive_int(MODEL + "sample_steps", sample_steps)
+        require(solver in ("euler", "heun"), MODEL + "solver", solver, "'euler' or 'heun'")
+        self.sample_steps = sample_steps
+        self.solver = solver
+        self.velocity = VelocityMLP(self.nz, hidden, depth, time_dim)
+
+    def loss(self, x: Tensor, shard: tuple[int, int] = (0, 1)) -> Tensor:
+        rank, world = shard
+        noise = torch.randn(len(x) * world, self.nz, device=x.device, dtype=x.dtype)[rank::world]
+        t = torch.rand(len(x) * world, device=x.device, dtype=x.dtype)[rank::world]
+        x_t = (1 - t[:, None]) * noise + t[:, None] * x
+        return (self.velocity(x_t, t) - (x - noise)).square().mean()
+
+    def sample_standardised(self, n: int) -> Tensor:
+        x = torch.randn(n, self.nz, device=self.latent_mean.device, dtype=self.latent_mean.dtype)
+        dt = 1.0 / self.sample_steps
+        for i in range(self.sample_steps):
+            t = torch.full((n,), i * dt, device=x.device, dtype=x.dtype)
+            v = self.velocity(x, t)
+            if self.solver == "heun":
+                v_next = self.velocity(x + dt * v, t + dt)
+                v = 0.5 * (v + v_next)
+            x = x + dt * v
+        return x
