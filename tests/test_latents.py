@@ -239,6 +239,8 @@ def test_encode_an_unlabelled_image_folder_and_refuse_its_probes(ckpt: Path, tmp
     card = read_card(tmp_path / "z")
     assert sum(card["splits"].values()) == 24 and "linear_acc" not in card
     assert "labels" not in read_split(tmp_path / "z", "train")
+    main(["encode", "--ckpt_path", str(ckpt), "--out", str(tmp_path / "off"), "--probes", "false"])  # labelled
+    assert "probes: off (--probes false)" in capsys.readouterr().out and "linear_acc" not in read_card(tmp_path / "off")
 
 
 def test_encode_command_bad_inputs_end_in_one_line_with_nothing_written(
