@@ -17,7 +17,11 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import yaml
+
 from gon_lightning.errors import UserError
+
+KEPT = ("seed_everything", "model", "data")
 
 
 def main() -> None:
@@ -42,7 +46,12 @@ def run(args: argparse.Namespace) -> str:
     from gon_lightning.inner_curve import check_curve_options, curve_table, inner_step_curve
 
     warnings.simplefilter("ignore")
-    cli = cli_main(["--config", args.config, "--trainer.logger", "false"], run=False)
+    # the model and data of the run's config.yaml (it also records the subcommand's own options, such as ckpt_path)
+    config = {key: value for key, value in yaml.safe_load(Path(args.config).read_text()).items() if key in KEPT}
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
+        yaml.safe_dump(config, file)
+        file.flush()
+        cli = cli_main(["--config", file.name, "--trainer.logger", "false"], run=False)
     model, datamodule = cli.model, cli.datamodule
     sizes = args.step_sizes or [None]
     check_curve_options(model, args.steps, sizes)  # before the checkpoint and the data are read
