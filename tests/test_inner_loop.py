@@ -272,3 +272,27 @@ def test_curve_refuses_a_model_without_inner_loop(x) -> None:
         inner_step_curve(ConvAutoencoder(nz=8, ngf=4, image_shape=(1, 32, 32)), [x])
     with pytest.raises(UserError, match="--steps"):
         inner_step_curve(tiny("implicit"), [x], steps=(-1,))
+
+
+@pytest.mark.slow  # a one-step fit, then the script in a fresh process
+def test_inner_steps_script_prints_and_writes_the_curve(tmp_path: Path, mnist_root: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    args = ["fit", "--config", str(CONFIGS / "implicit_gon_mnist.yaml"), "--data.root", str(mnist_root), *SMALL]
+    args += ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--trainer.logger", "false"]
+    args += ["--runs_root", str(tmp_path / "runs")]
+    main(args)
+    (run,) = (tmp_path / "runs").iterdir()
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "inner_steps.py"
+    command = [sys.executable, str(script), "--config", str(run / "config.yaml")]
+    command += ["--ckpt_path", str(run / "checkpoints" / "last.ckpt"), "--steps", "0", "1", "--limit_batches", "1"]
+    done = subprocess.run([*command, "--out", str(tmp_path / "curve.json")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| 1 (trained) | 1.0 |" in done.stdout
+    rows = json.loads((tmp_path / "curve.json").read_text())["rows"]
+    assert [row["steps"] for row in rows] == [0, 1] and all(row["psnr"] > 0 and row["sse"] > 0 for row in rows)
+    assert f"| {rows[1]['sse']:.3f} | {rows[1]['psnr']:.2f} |" in done.stdout
+    refused = subprocess.run([*command[:-4], "--steps", "-1"], capture_output=True, text=True)
+    assert refused.returncode != 0 and refused.stderr.strip().count("\n") == 0 and "--steps" in refused.stderr

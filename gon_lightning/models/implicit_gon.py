@@ -31,8 +31,8 @@ class ImplicitGON(InnerLoopModel):
     (`pixel_reduction` "mean" is for learned or larger step sizes, functa's). The reported metric (mse) is per
     pixel, as published.
 
-    functa's network (Dupont et al., 2022) is `conditioning` "shift" with `inner_lr` "learned" (configs/
-    functa_celeba64.yaml; docs/gon_family.md, "Meta-SGD and the functa preset").
+    functa's network (Dupont et al., 2022) is `conditioning` "shift" with `inner_lr` "learned"
+    (configs/functa_celeba64.yaml; docs/gon_family.md, "Several inner steps, Meta-SGD and the functa preset").
 
     Other options: the inner loop's (`InnerLoopModel`: inner_steps, inner_lr, Meta-SGD), the origin step's
     (`OriginModel`) and the shared ones (`ImageModel`; norm_eval is moot: a SIREN has no BatchNorm).
