@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> str:
     from gon_lightning.evaluation import load_weights
     from gon_lightning.inner_curve import check_curve_options, curve_table, inner_step_curve
 
+    sizes = args.step_sizes or [None]
+    check_curve_options(None, args.steps, sizes)  # before anything is built or read
     warnings.simplefilter("ignore")
     # the model and data of the run's config.yaml (it also records the subcommand's own options, such as ckpt_path)
     config = {key: value for key, value in yaml.safe_load(Path(args.config).read_text()).items() if key in KEPT}
@@ -53,7 +55,6 @@ def run(args: argparse.Namespace) -> str:
         file.flush()
         cli = cli_main(["--config", file.name, "--trainer.logger", "false"], run=False)
     model, datamodule = cli.model, cli.datamodule
-    sizes = args.step_sizes or [None]
     check_curve_options(model, args.steps, sizes)  # before the checkpoint and the data are read
     load_weights(model, args.ckpt_path)
     datamodule.setup("test" if args.split == "test" else "validate")

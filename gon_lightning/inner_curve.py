@@ -31,8 +31,9 @@ SEED = 0  # the V-GON draws a posterior sample per reconstruction: every point d
 
 
 def check_curve_options(model: Any, steps: Sequence[int], step_sizes: Sequence[float | None]) -> None:
-    """Refuse, in one line, what the curve cannot do: a model without an inner loop, steps < 0, sizes <= 0."""
-    if not isinstance(model, InnerLoopModel):
+    """Refuse, in one line, what the curve cannot do: a model without an inner loop (None: not known yet), steps
+    < 0, sizes <= 0."""
+    if model is not None and not isinstance(model, InnerLoopModel):
         raise UserError(f"{type(model).__name__} has no inner loop: the inner-step curve is for the GON family")
     if not steps or any(not isinstance(s, int) or s < 0 for s in steps):
         raise UserError(f"--steps must be whole numbers >= 0, got {list(steps)}")

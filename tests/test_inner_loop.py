@@ -294,5 +294,5 @@ def test_inner_steps_script_prints_and_writes_the_curve(tmp_path: Path, mnist_ro
     rows = json.loads((tmp_path / "curve.json").read_text())["rows"]
     assert [row["steps"] for row in rows] == [0, 1] and all(row["psnr"] > 0 and row["sse"] > 0 for row in rows)
     assert f"| {rows[1]['sse']:.3f} | {rows[1]['psnr']:.2f} |" in done.stdout
-    refused = subprocess.run([*command[:-4], "--steps", "-1"], capture_output=True, text=True)
-    assert refused.returncode != 0 and refused.stderr.strip().count("\n") == 0 and "--steps" in refused.stderr
+    refused = subprocess.run([*command, "--step_sizes", "0"], capture_output=True, text=True)
+    assert refused.returncode != 0 and refused.stderr.strip().count("\n") == 0 and "--step_sizes" in refused.stderr
