@@ -163,14 +163,15 @@ def test_meta_sgd_starts_at_the_fixed_step_and_keeps_the_initial_weights(x) -> N
     torch.testing.assert_close(learned.encode(x, create_graph=False), fixed.encode(x, create_graph=False))
 
 
-def test_learned_sizes_survive_a_checkpoint(tmp_path: Path, x) -> None:
-    model = tiny("implicit", inner_lr="learned", inner_lr_init=[0.005, 0.1])
-    path = tmp_path / "model.pt"
-    torch.save({"state_dict": model.state_dict(), "hparams": dict(model.hparams)}, path)
-    saved = torch.load(path)
-    again = ImplicitGON(**saved["hparams"])
-    again.load_state_dict(saved["state_dict"])
-    assert torch.equal(again.meta_sgd.raw, model.meta_sgd.raw)
+def test_learned_sizes_survive_an_export(tmp_path: Path, x) -> None:
+    from gon_lightning.export import from_pretrained, save_pretrained
+
+    model = tiny("implicit", inner_lr="learned", inner_lr_init=[0.005, 0.1], conditioning="shift", inner_steps=3)
+    save_pretrained(model, tmp_path / "export")
+    again = from_pretrained(tmp_path / "export")  # weights loaded strictly
+    assert torch.equal(again.meta_sgd.raw, model.meta_sgd.raw) and again.conditioning == "shift"
+    model.eval()
+    assert torch.equal(again.encode_images(x), model.encode_images(x))
 
 
 # ---- the functa preset -------------------------------------------------------------------------------------------
