@@ -6,9 +6,9 @@ every `check_every_n_steps` steps, before validation, at each epoch end and befo
 read waits for nothing, and tensors kept across steps would cost memory: each is a small allocation made between the
 step's large ones, and a hundred of them alive in glibc's heap keep it from returning the freed batch buffers, so a
 process grew by about a batch's activations every step between checks (measured: a DDP rank of the GON at 128 px,
-+110 MB over 100 steps; issue 38). There each step's values are read at once as Python numbers. The first
-non-finite one names the step. The weights of the steps after it are never written: the check before a save
-stops the run first, so `last.ckpt` keeps the last good state.
++120 MiB between its batches 24 and 100; issue 38, docs/data_at_scale.md). There each step's values are read
+at once as Python numbers. The first non-finite one names the step. The weights of the steps after it are never
+written: the check before a save stops the run first, so `last.ckpt` keeps the last good state.
 
 Under `precision: 16-mixed` a non-finite loss or gradient is an fp16 overflow the GradScaler handles (it skips
 the step and halves its scale), not divergence; a run diverges there when the scale has fallen below
