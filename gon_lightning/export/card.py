@@ -127,7 +127,8 @@ def model_card(
     figures = [key for key in SAMPLE_QUALITY_FIGURES if isinstance(quality.get(key), (int, float))]
     sampler = getattr(model, "samplers", ("",))[0] if getattr(model, "samplers", None) else None
     if sampler:
-        prior = getattr(model, "priors", {}).get(sampler) if hasattr(model, "priors") else None
+        priors = getattr(model, "priors", {})
+        prior = priors[sampler] if sampler in priors else None  # noqa: SIM401 (a ModuleDict has no get)
         what = f"the learned prior `{sampler}` ({type(prior).__name__}, over the model's latents)" if prior else None
         lines += ["", f"`model.sample(n)` draws through {what or f'the `{sampler}` sampler'} by default."]
     if figures:

@@ -86,10 +86,11 @@ class FlowMatchingPrior(LatentPrior):
         self.solver = solver
         self.velocity = VelocityMLP(self.nz, hidden, depth, time_dim)
 
-    def loss(self, x: Tensor, shard: tuple[int, int] = (0, 1)) -> Tensor:
+    def loss(self, x: Tensor, shard: tuple[int, int] = (0, 1), generator: torch.Generator | None = None) -> Tensor:
         rank, world = shard
-        noise = torch.randn(len(x) * world, self.nz, device=x.device, dtype=x.dtype)[rank::world]
-        t = torch.rand(len(x) * world, device=x.device, dtype=x.dtype)[rank::world]
+        draw = {"device": x.device, "dtype": x.dtype, "generator": generator}
+        noise = torch.randn(len(x) * world, self.nz, **draw)[rank::world]
+        t = torch.rand(len(x) * world, **draw)[rank::world]
         x_t = (1 - t[:, None]) * noise + t[:, None] * x
         return (self.velocity(x_t, t) - (x - noise)).square().mean()
 

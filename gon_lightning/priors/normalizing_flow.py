@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+import torch
 from torch import Tensor
 
 from gon_lightning.errors import MODEL, UserError, positive_int, require
@@ -50,7 +51,7 @@ class NormalizingFlowPrior(LatentPrior):
         """log-density of standardised latents (B,)."""
         return self.flow().log_prob(x)
 
-    def loss(self, x: Tensor, shard: tuple[int, int] = (0, 1)) -> Tensor:
+    def loss(self, x: Tensor, shard: tuple[int, int] = (0, 1), generator: torch.Generator | None = None) -> Tensor:
         return -self.log_prob(x).mean() / self.nz  # nats per dimension: the scale of the learning rate
 
     def bits_per_dim(self, z: Tensor) -> Tensor:

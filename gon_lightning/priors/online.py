@@ -116,15 +116,15 @@ class OnlinePrior(Callback):
         prior = self.prior(pl_module)
         self._standardisation(trainer, prior, z)
         world, rank = trainer.world_size, trainer.global_rank
+        # its own noise, a function of the seed, the step and the rank: the model's RNG stream is left alone
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) * 1_000_003 + self._steps * world + rank
-        devices = [z.device] if z.device.type == "cuda" else []
+        generator = torch.Generator(z.device).manual_seed(seed % 2**63)
         total = max(1, int(trainer.estimated_stepping_batches))
         factor = cosine_warmup(self._steps, total, min(self.warmup_steps, total // 10))
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr * factor
-        with torch.random.fork_rng(devices=devices), torch.enable_grad():
-            torch.manual_seed(seed % 2**63)
-            loss = prior.loss(prior.standardise(z.detach()))
+        with torch.enable_grad():
+            loss = prior.loss(prior.standardise(z.detach()), generator=generator)
             loss.backward()
         if world > 1:
             params = [p for p in prior.parameters() if p.grad is not None]
