@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 import gon_lightning
@@ -72,11 +73,19 @@ def test_prior_run_learns_the_model_s_latents_and_names_them(prior_run: Path, mo
     assert (model_run / "latents").is_dir()  # the model's latents, encoded once into its own run folder
 
 
+class StopAfterFirstEpoch(pl.Callback):
+    """An interrupted run: it stops after its first epoch (and its checkpoint), its schedule still the 8 steps'."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.should_stop = True
+
+
 @pytest.mark.equality
 def test_prior_run_resumes_exactly_from_last_ckpt(prior_run: Path, model_run: Path, tmp_path: Path) -> None:
     ckpt = model_run / "checkpoints" / "last.ckpt"
-    prior_fit(ckpt, tmp_path / "runs", "--trainer.max_steps=4")
+    prior_fit(ckpt, tmp_path / "runs", "--trainer.max_steps=8", f"--trainer.callbacks+={__name__}.StopAfterFirstEpoch")
     run = only_run(tmp_path / "runs")
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
     prior_fit(ckpt, tmp_path / "runs", "--trainer.max_steps=8", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
     resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     straight = torch.load(prior_run / "checkpoints" / "last.ckpt", weights_only=True)
