@@ -124,6 +124,7 @@ def test_prior_checkpoint_is_one_generative_model(prior_run: Path, model_run: Pa
     assert not torch.equal(model.eval().sample(5), drawn[0])  # not the model's own default sampler
 
 
+@pytest.mark.slow
 def test_prior_checkpoint_predicts_samples_through_the_prior(prior_run: Path, tmp_path: Path) -> None:
     prior_ckpt = prior_run / "checkpoints" / "last.ckpt"
     main(["predict", "--ckpt_path", str(prior_ckpt), "--predictions.num_samples=4", "--predictions.sampler=diffusion",
@@ -131,8 +132,16 @@ def test_prior_checkpoint_predicts_samples_through_the_prior(prior_run: Path, tm
     assert (prior_run / "predictions" / "samples.png").is_file()
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line(prior_run: Path, model_run: Path, tmp_path: Path) -> None:
-    foreign = tmp_path / "foreign.ckpt"
+    loose = tmp_path / "loose.ckpt"
+    loose.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit) as raised:
+        prior_fit(loose, tmp_path / "runs", "--trainer.max_steps=1")
+    assert "lies outside a run folder" in str(raised.value.code) and "\n" not in str(raised.value.code)
+    foreign = tmp_path / "run" / "checkpoints" / "foreign.ckpt"  # in a run folder, but not a checkpoint
+    foreign.parent.mkdir(parents=True)
+    shutil.copyfile(model_run / "config.yaml", tmp_path / "run" / "config.yaml")
     foreign.write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit) as raised:
         prior_fit(foreign, tmp_path / "runs", "--trainer.max_steps=1")
