@@ -54,8 +54,8 @@ class FlowMatchingPrior(LatentPrior):
     """A flow-matching prior over a model's standardised latents: the `diffusion` sampler.
 
     Options: the network's size, the sampler's steps and solver, and the optimiser's (`LatentPrior`: AdamW with
-    warm-up and cosine decay over the run). The defaults reached fd_lenet 147 against gmm's 459 on the quickstart
-    GON (docs/priors.md has the measurements and each option's cost).
+    warm-up and cosine decay over the run). These defaults, tried by hand on the quickstart GON, reached fd_lenet 147
+    against gmm's 459 (docs/priors.md has the measurements and each option's cost).
 
     Args:
         hidden: width of the MLP's hidden layers.
