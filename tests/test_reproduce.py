@@ -1,8 +1,8 @@
-"""benchmarks/reproduce.py: the published table, the cell choice, the verdicts and one real run through the CLI."""
+"""benchmarks/reproduce.py and its parts (benchmarks/reproduction/): the published table, the cell choice, the
+verdicts and one real run through the CLI."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
@@ -13,30 +13,23 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the script and its parts, the package `reproduction` beside it
+import reproduce  # noqa: E402
+from reproduction import grid, report, samples  # noqa: E402
 
-
-def load_reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "benchmarks" / "reproduce.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce"] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-reproduce = load_reproduce()
 PUBLISHED = yaml.safe_load(reproduce.PUBLISHED.read_text())
 
 
 def test_published_table_is_complete_and_every_cell_has_a_config():
     assert PUBLISHED["source"] and PUBLISHED["batch_size"] == 64
-    references = {d.reference for d in reproduce.DATASETS.values()}
+    references = {d.reference for d in grid.DATASETS.values()}
     for model, by_data in PUBLISHED["results"].items():
-        assert model in reproduce.MODELS
+        assert model in grid.MODELS
         for data, metrics in by_data.items():
             assert data in references and data in PUBLISHED["train_images"]
             assert (ROOT / "configs" / f"{model}_{data}.yaml").is_file()
             for entry in metrics.values():
-                assert set(entry.get("curve", {})) <= set(reproduce.CURVE_EPOCHS)
+                assert set(entry.get("curve", {})) <= set(grid.CURVE_EPOCHS)
                 assert entry["final"]["epochs"] > 0 if "final" in entry else entry["curve"]
     # spot checks against the published tables (benchmarks/published.yaml names its sources)
     assert PUBLISHED["results"]["gon"]["cifar"]["sse"]["curve"][10] == 10.8
@@ -45,34 +38,34 @@ def test_published_table_is_complete_and_every_cell_has_a_config():
 
 
 def test_cells_follow_the_published_table_and_optional_datasets(tmp_path):
-    cells = reproduce.published_cells(PUBLISHED, ["gon", "vae"], ["mnist5k", "cifar?", "coil20"], tmp_path)
+    cells = grid.published_cells(PUBLISHED, ["gon", "vae"], ["mnist5k", "cifar?", "coil20"], tmp_path)
     assert [c.name for c in cells] == ["gon_mnist5k", "gon_coil20", "vae_mnist5k"]  # nothing published: vae coil20
     (tmp_path / "cifar-10-batches-py").mkdir()
-    cells = reproduce.published_cells(PUBLISHED, ["gon"], ["cifar?"], tmp_path)
+    cells = grid.published_cells(PUBLISHED, ["gon"], ["cifar?"], tmp_path)
     assert [c.name for c in cells] == ["gon_cifar"]
-    assert reproduce.published_cells(PUBLISHED, ["implicit_gon"], ["mnist"], tmp_path)[0].metric == "mse"
+    assert grid.published_cells(PUBLISHED, ["implicit_gon"], ["mnist"], tmp_path)[0].metric == "mse"
     with pytest.raises(SystemExit, match="unknown dataset 'svhn'"):
-        reproduce.published_cells(PUBLISHED, ["gon"], ["svhn"], tmp_path)
+        grid.published_cells(PUBLISHED, ["gon"], ["svhn"], tmp_path)
     with pytest.raises(SystemExit, match="unknown model 'gan'"):
-        reproduce.published_cells(PUBLISHED, ["gan"], ["mnist"], tmp_path)
+        grid.published_cells(PUBLISHED, ["gan"], ["mnist"], tmp_path)
 
 
 def test_reference_epochs_and_published_values():
-    assert reproduce.reference_epoch_steps(PUBLISHED, "mnist5k") == 937  # MNIST's epoch, not MNIST5k's 62
-    assert reproduce.reference_epoch_steps(PUBLISHED, "coil20") == 18
-    cell = reproduce.published_cells(PUBLISHED, ["vgon"], ["mnist"], Path("."))[0]
-    assert reproduce.published_at(cell, "sse", 5) == 25.3
-    assert reproduce.published_at(cell, "sse", 7) is None
-    assert reproduce.published_at(cell, "elbo", 1000) == 149.9
-    assert reproduce.published_at(cell, "elbo", 1000, "train") == 148.8
+    assert grid.reference_epoch_steps(PUBLISHED, "mnist5k") == 937  # MNIST's epoch, not MNIST5k's 62
+    assert grid.reference_epoch_steps(PUBLISHED, "coil20") == 18
+    cell = grid.published_cells(PUBLISHED, ["vgon"], ["mnist"], Path("."))[0]
+    assert grid.published_at(cell, "sse", 5) == 25.3
+    assert grid.published_at(cell, "sse", 7) is None
+    assert grid.published_at(cell, "elbo", 1000) == 149.9
+    assert grid.published_at(cell, "elbo", 1000, "train") == 148.8
 
 
 def test_spread_over_seeds():
-    spread = reproduce.Spread.of([1.0, 2.0, 3.0])
+    spread = report.Spread.of([1.0, 2.0, 3.0])
     assert (spread.mean, spread.sd, spread.low, spread.high, spread.n) == (2.0, 1.0, 1.0, 3.0, 3)
-    assert reproduce.Spread.of([]) is None and reproduce.Spread.of([4.0]).sd == 0.0
-    assert reproduce.fmt_spread(spread) == "2 ± 1 [1, 3] (3)"
-    assert reproduce.fmt_spread(reproduce.Spread.of([4.0])) == "4 (1)"
+    assert report.Spread.of([]) is None and report.Spread.of([4.0]).sd == 0.0
+    assert report.fmt_spread(spread) == "2 ± 1 [1, 3] (3)"
+    assert report.fmt_spread(report.Spread.of([4.0])) == "4 (1)"
 
 
 @pytest.mark.parametrize(
@@ -86,17 +79,17 @@ def test_spread_over_seeds():
     ],
 )
 def test_verdicts_are_taken_against_the_seed_spread(seeds, published, expected):
-    assert reproduce.verdict(reproduce.Spread.of(seeds), published)[1] == expected
-    assert reproduce.verdict(reproduce.Spread.of(seeds), None) == ("", "")
+    assert report.verdict(report.Spread.of(seeds), published)[1] == expected
+    assert report.verdict(report.Spread.of(seeds), None) == ("", "")
 
 
 def test_ours_and_the_published_loop_agree_when_their_seeds_overlap():
-    spread = reproduce.Spread.of
-    assert reproduce.same_algorithm(spread([5.0, 6.0]), spread([5.8, 7.5])) == "yes"  # ranges overlap
-    assert reproduce.same_algorithm(spread([5.0, 5.1]), spread([5.5, 5.6])) == "yes"  # means within 15%
-    assert reproduce.same_algorithm(spread([5.0, 5.1]), spread([7.0, 7.1])) == "no"
-    assert reproduce.same_algorithm(spread([5.0]), spread([5.0, 6.0])) == "1 run: none"
-    assert reproduce.same_algorithm(None, spread([5.0])) == ""
+    spread = report.Spread.of
+    assert report.same_algorithm(spread([5.0, 6.0]), spread([5.8, 7.5])) == "yes"  # ranges overlap
+    assert report.same_algorithm(spread([5.0, 5.1]), spread([5.5, 5.6])) == "yes"  # means within 15%
+    assert report.same_algorithm(spread([5.0, 5.1]), spread([7.0, 7.1])) == "no"
+    assert report.same_algorithm(spread([5.0]), spread([5.0, 6.0])) == "1 run: none"
+    assert report.same_algorithm(None, spread([5.0])) == ""
 
 
 def test_options_are_checked(tmp_path):
@@ -165,12 +158,12 @@ def test_a_small_grid_runs_through_the_cli_and_reports(tmp_path, mnist_root):
     paired = table_rows(text, 7)
     assert len(paired) == 4 and all(float(row[6]) < 1e-3 for row in paired)
 
-    cell = reproduce.published_cells(published, ["gon"], ["mnist"], mnist_root)[0]
+    cell = grid.published_cells(published, ["gon"], ["mnist"], mnist_root)[0]
     seeds = []
     for seed in (0, 1):
-        run = reproduce.Run("ours", seed)
+        run = grid.Run("ours", seed)
         run_dir = next((work / "gon_mnist" / f"ours-seed{seed}").iterdir())
-        reproduce.read_curve(cell, run, run_dir, 4)
+        grid.read_curve(cell, run, run_dir, 4)
         assert sorted(run.values) == [1, 2] and run.seconds[2] >= run.seconds[1] > 0
         # the curve's last point is the validation pass on the test split; `gon-lightning test` on last.ckpt agrees
         tested = json.loads((run_dir / "test_metrics.json").read_text())["metrics"]["test/sse"]
@@ -210,13 +203,13 @@ def test_the_comparison_report_shows_each_sampler_beside_the_floor(tmp_path):
         return {"figures": list(figures), **figures, "floor": {**figures, "fd_lenet": 1.0}}
 
     runs = [
-        reproduce.Trained("ae", "mnist5k", seed, sse=10.0 + seed, parameters=607_649, fit_s=5.0,
+        samples.Trained("ae", "mnist5k", seed, sse=10.0 + seed, parameters=607_649, fit_s=5.0,
                           quality={"gaussian": result(30.0 + seed), "gmm": result(20.0 + seed)})
         for seed in (0, 1)
     ]  # fmt: skip
-    runs.append(reproduce.Trained("gopt", "mnist5k", 0, parameters=42_353, quality={"optimised": result(50.0)}))
-    runs.append(reproduce.Trained("gopt", "mnist5k", 1, error="fit failed: boom"))
-    text = reproduce.compare_report(runs, args, 60.0)
+    runs.append(samples.Trained("gopt", "mnist5k", 0, parameters=42_353, quality={"optimised": result(50.0)}))
+    runs.append(samples.Trained("gopt", "mnist5k", 1, error="fit failed: boom"))
+    text = samples.compare_report(runs, args, 60.0)
     rows = {tuple(c.strip() for c in line.strip("|").split("|")[:3]): line for line in text.splitlines()}
     assert "| 607,649 | 10.5 ± 0.707 (2) | 30.5 ± 0.707 (2) |" in rows[("ae", "gaussian", "mnist5k")]
     assert "| 20.5 ± 0.707 (2) |" in rows[("ae", "gmm", "mnist5k")]
