@@ -1,7 +1,8 @@
 """The `flow` sampler: a normalizing flow (zuko) over a model's standardised latents, which also gives a likelihood.
 
-zuko was chosen over normflows by a measurement on the same latents (`benchmarks/flow_library.py`,
-docs/priors.md): the same masked autoregressive flow, its fit time and held-out bits per dimension. The flow is
+zuko (MIT, torch only, maintained) rather than normflows: `benchmarks/flow_library.py` fits the same masked
+autoregressive flow with each on the same latents and prints fit time, held-out bits per dimension and sampling time
+(docs/priors.md says what has been measured). The flow is
 trained by maximum likelihood; validation logs `val/bpd`, the held-out latents' negative log-likelihood in bits per
 dimension *of the model's latent space* (the standardisation's Jacobian included), so it compares across runs
 of one model. Latents are continuous: a density's bits per dimension can be negative.
