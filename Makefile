@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+DEMO_PRIOR_STEPS ?= 2000
 STAMP := $(VENV)/.installed
 
 .PHONY: help install demo test test-fast test-kernels lint clean
@@ -19,8 +20,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install gon-lightning with its test tools
 
-demo: $(STAMP)  ## train the GON on the embedded MNIST digits (offline, a few minutes on 2 CPU cores)
-	$(BIN)/gon-lightning fit --config configs/quickstart.yaml
+DEMO_RUNS := runs/demo
+demo: $(STAMP)  ## train the GON on the embedded MNIST digits, then a learned prior over its latents (offline, a few minutes on 2 CPU cores)
+	$(BIN)/gon-lightning fit --config configs/quickstart.yaml --runs_root $(DEMO_RUNS)
+	gon=$$(ls -td $(DEMO_RUNS)/gon-mnist5k-* | head -1) && \
+	$(BIN)/gon-lightning fit --config configs/prior.yaml --data.ckpt_path $$gon/checkpoints/last.ckpt \
+		--runs_root $(DEMO_RUNS) --trainer.max_steps $(DEMO_PRIOR_STEPS) && \
+	prior=$$(ls -td $(DEMO_RUNS)/flowmatchingprior-latent-* | head -1) && \
+	$(BIN)/gon-lightning predict --ckpt_path $$prior/checkpoints/last.ckpt --predictions.num_samples 64 && \
+	echo "samples from the learned prior (diffusion) over the GON's latents: $$prior/predictions/samples.png" && \
+	echo "(the GON's own Gaussian samples, for comparison: $$gon/images/)"
 
 test: $(STAMP)  ## run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q

@@ -15,6 +15,9 @@ Checks, in order (each in its own process, with its own time limit; one that fai
   mnist-epoch    one epoch of the real MNIST (60,000 images) with `gon-lightning fit --config gon_mnist` exactly as
                  a user runs it, timed over its second epoch (validation, checkpoint and panels included); the
                  published scripts took about 30 s per epoch on a T4
+  prior-*        benchmarks/prior_speed.py: the post-hoc prior's throughput against a plain loop on the same
+                 network, the online prior's share of a GON step, and drawing 1,000 latents through each learned
+                 sampler (diffusion, flow)
   fp16-batchnorm benchmarks/fp16_batchnorm.py: whether the paper's GON under fp16 AMP skips every step on the GPU
                  as on the CPU (BatchNorm at the origin, docs/performance.md), beside BatchNorm in fp32 and GroupNorm
 Writes OUT/gpu_check.md (a table per check, ratios side by side), OUT/gpu_check.json and OUT/gpu_check.log (every
@@ -121,6 +124,17 @@ def all_checks(args: argparse.Namespace, root: str, work: str) -> list[Check]:
             fit += ["--model.init_args.nz", "4", "--model.init_args.ngf", "1", "--trainer.limit_val_batches", "2"]
         env = {"GON_BENCH_EPOCH_FILE": epoch_file, "PYTHONPATH": str(BENCH), "WANDB_MODE": "offline"}
         checks.append(Check("mnist-epoch", fit, timeout=240, env=env))
+    # the learned priors: post-hoc throughput against a plain loop, the online prior's share of a GON step, and
+    # drawing through each learned sampler
+    prior = python(str(BENCH / "prior_speed.py"))
+    tiny = args.dry_run
+    rounds = ["--rounds", "1" if tiny else "3"]
+    posthoc = [*prior, "posthoc", "--device", device, *rounds, "--steps", "3" if tiny else "300"]
+    checks.append(Check("prior-posthoc", posthoc + (["--hidden", "16", "--batch-size", "8"] if tiny else []), 240))
+    online = [*prior, "online", "--device", device, *rounds, "--steps", "2" if tiny else "100"]
+    checks.append(Check("prior-online", online + (["--nz", "4", "--ngf", "1"] if tiny else []), timeout=240))
+    draw = [*prior, "sample", "--device", device] + (["--n", "8", "--nz", "4", "--hidden", "16"] if tiny else [])
+    checks.append(Check("prior-sample", draw, timeout=240 if tiny else 120))
     fp16 = python(str(BENCH / "fp16_batchnorm.py"), "--device", device, "--root", root)
     fp16 += ["--steps", "2" if args.dry_run else "200"]
     checks.append(Check("fp16-batchnorm", fp16, timeout=240 if args.dry_run else 120))
@@ -160,6 +174,15 @@ def parse(check: Check, output: str, work: str) -> None:
     elif check.name == "fp16-batchnorm":  # its table: variant, last loss, loss scale, steps skipped
         for variant, loss, scale, skipped in re.findall(r"^(\S+)\s+([\d.naif]+)\s+(\S+)\s+(\d+)$", output, re.M):
             check.figures[f"{variant}: last loss, loss scale, skipped steps"] = f"{loss}, {scale}, {skipped}"
+    elif check.name.startswith("prior-"):
+        for label, value in re.findall(r"^\s*(.+?):? +([\d.]+) ?(?:ms/step|ms|s|%.*)?$", output, re.M):
+            check.figures[label.strip()] = float(value)
+        ratio = re.search(r"throughput ratio \(Lightning / plain\): ([\d.]+)", output)
+        share = re.search(r"online prior's cost: ([\d.-]+)%", output)
+        if ratio:
+            check.figures["Lightning/plain"] = float(ratio[1])
+        if share:
+            check.figures["online share of GON step %"] = float(share[1])
     elif check.name == "cuda-tests":
         summary = re.findall(r"^(?:=+ )?(\d+ (?:passed|failed|skipped).*?)(?: in [\d.]+s)?(?: =+)?$", output, re.M)
         check.figures = {"pytest": summary[-1] if summary else "no summary"}

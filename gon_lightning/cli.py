@@ -98,7 +98,7 @@ class GONLightningCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # image shape is a property of the data: configs never state it twice
-        parser.link_arguments("data.dims", "model.init_args.image_shape", apply_on="instantiate")
+        parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
         # a prior's latent size is the data's (LatentDataModule's nz); image DataModules have none: the link is skipped
         parser.link_arguments("data.nz", "model.init_args.nz", apply_on="instantiate")
         parser.add_argument(

@@ -17,6 +17,26 @@ from gon_lightning.priors import FlowMatchingPrior
 LATENTS, NZ, STEPS = 64, 4, 3
 
 
+class Interleaved(torch.utils.data.Sampler):
+    """Rank r of W takes rows r, r + W, ... in order: each DDP step's global batch is one process's batch (Lightning's
+    own DistributedSampler would shuffle)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    @staticmethod
+    def _shard() -> tuple[int, int]:
+        dist = torch.distributed
+        return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+    def __iter__(self):
+        rank, world = self._shard()
+        return iter(range(rank, self.size, world))
+
+    def __len__(self) -> int:
+        return self.size // self._shard()[1]
+
+
 def fit(out: str, devices: int, batch_size: int) -> None:
     torch.manual_seed(0)
     latents = torch.randn(LATENTS, NZ, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 50 + 3
@@ -35,9 +55,9 @@ def fit(out: str, devices: int, batch_size: int) -> None:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        use_distributed_sampler=False,
     )
-    # not shuffled: DistributedSampler then deals rank r the rows r, r + W, ... of each global batch
-    trainer.fit(prior, DataLoader(latents, batch_size=batch_size))
+    trainer.fit(prior, DataLoader(latents, batch_size=batch_size, sampler=Interleaved(LATENTS)))
     if trainer.global_rank == 0:
         torch.save({k: v.detach().cpu() for k, v in prior.state_dict().items()}, out)
 

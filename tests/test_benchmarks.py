@@ -33,7 +33,9 @@ def test_gpu_check_dry_run_runs_every_check_and_writes_its_report(tmp_path, mnis
     report = json.loads((out / "gpu_check.json").read_text())
     statuses = {check["name"]: check["status"] for check in report["checks"]}
     expected = {"cuda-tests", "throughput-b64-32-true", "throughput-b512-bf16-mixed", "size-throughput", "epoch-end"}
-    assert expected | {"mnist-epoch", "fp16-batchnorm"} <= set(statuses)
+    assert expected | {"mnist-epoch", "fp16-batchnorm", "prior-posthoc", "prior-online", "prior-sample"} <= set(
+        statuses
+    )
     assert set(statuses.values()) == {"ok"}, statuses
     figures = {check["name"]: check["figures"] for check in report["checks"]}
     rates = {"(a) img/s", "(b) img/s", "(L) img/s", "(c) GON img/s", "(c) ConvAutoencoder img/s", "(d) img/s"}
@@ -43,6 +45,8 @@ def test_gpu_check_dry_run_runs_every_check_and_writes_its_report(tmp_path, mnis
     assert {f"{v}: last loss, loss scale, skipped steps" for v in variants} == set(figures["fp16-batchnorm"])
     assert {"32px (b) (L) (c) img/s, c/b, c/L", "64px (b) (L) (c) img/s, c/b, c/L"} <= set(figures["size-throughput"])
     assert "| throughput-b64-32-true | ok |" in (out / "gpu_check.md").read_text()
+    assert figures["prior-posthoc"]["Lightning/plain"] > 0 and "online share of GON step %" in figures["prior-online"]
+    assert {"sampler diffusion", "sampler flow"} <= set(figures["prior-sample"])
 
 
 def test_gpu_check_reports_a_failing_check_by_name(tmp_path, monkeypatch):

@@ -182,6 +182,12 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         return (self.channels, self.image_size, self.image_size)
 
     @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """`dims`, under the name the CLI links into an image model (a DataModule of latents has none, so a prior
+        over latents is not handed an image shape)."""
+        return self.dims
+
+    @property
     def data_dir(self) -> Path:
         return self.root / self.folder
 

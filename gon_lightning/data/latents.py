@@ -9,6 +9,7 @@ beside its checkpoints, and reads that (reused while the checkpoint file is the 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from gon_lightning.data.base import keep_batch
+from gon_lightning.data.sampler import EpochSampler
 from gon_lightning.errors import DATA, UserError, positive_int
 from gon_lightning.latents import store
 
@@ -56,8 +58,9 @@ class LatentDataModule(pl.LightningDataModule):
     """The latents of a checkpoint's dataset, with their labels where the dataset has them.
 
     Batches are dicts: {"latents": (B, nz) float32, "labels": (B,) int64} ("labels" only where the dataset has
-    them). The training split is shuffled from Lightning's seed (`seed_everything`; under DDP Lightning's
-    DistributedSampler shards it); validation reads the encoded `val` split, or `test` where there is none.
+    them). The training split is shuffled as the image DataModules' (`data/sampler.py`: a permutation per epoch from
+    the seeded global generator, sharded by rank under DDP, continued exactly by a resumed run); validation reads
+    the encoded `val` split, or `test` where there is none.
 
     Args:
         folder: an encoded folder (`gon-lightning encode --out FOLDER`).
@@ -88,6 +91,8 @@ class LatentDataModule(pl.LightningDataModule):
             self.nz = int(store.read_card(self.folder)["model"]["nz"])  # known before setup: the CLI links it
         self.card: dict[str, Any] = {}
         self.datasets: dict[str, LatentSet] = {}
+        self.train_sampler: EpochSampler | None = None
+        self._resume_order: dict[str, Any] | None = None
 
     @property
     def dims(self) -> tuple[int]:
@@ -123,19 +128,50 @@ class LatentDataModule(pl.LightningDataModule):
             raise UserError(f"{self.folder} holds no {split!r} split (it holds {', '.join(self.datasets)})")
         return self.datasets[split].latents
 
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        generator = torch.Generator().manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0))) if shuffle else None
+    def _loader(self, split: str, sampler: EpochSampler | None = None) -> DataLoader:
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=sampler,
+            drop_last=sampler is not None,  # every training step (and every rank's) a whole batch
             num_workers=self.num_workers,
             collate_fn=keep_batch,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        # the image DataModules' training order (data/sampler.py): a fresh permutation each epoch from the global
+        # generator, which checkpoints store, so a resumed run continues the order exactly, mid-epoch too; under
+        # DDP one permutation from rank 0's seed, sharded by rank
+        self.setup()
+        trainer, size = self.trainer, len(self.datasets["train"])
+        if trainer is not None and trainer.world_size > 1:
+            seed = trainer.strategy.broadcast(int(os.environ.get("PL_GLOBAL_SEED", 0)))
+            self.train_sampler = EpochSampler(size, trainer.world_size, trainer.global_rank, seed)
+        else:
+            self.train_sampler = EpochSampler(size)
+        if len(self.train_sampler) < self.batch_size:
+            raise UserError(
+                f"{self.folder} has {size} training latents, fewer than {DATA}batch_size={self.batch_size}"
+                + (" per process" if self.train_sampler.num_replicas > 1 else "")
+            )
+        if self._resume_order is not None:
+            self.train_sampler.resume(self._resume_order)
+            self._resume_order = None
+        return self._loader("train", self.train_sampler)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: where the training epoch stands, when one is under way."""
+        sampler, trainer = self.train_sampler, self.trainer
+        if sampler is None or trainer is None:
+            return {}
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        state = sampler.state(batches * self.batch_size)
+        return {} if state is None else {"train_order": state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_order = state_dict.get("train_order")
+        if self._resume_order is not None:  # the sampler continues the order (see ImageDataModule.load_state_dict)
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val" if "val" in self.datasets else "test")

@@ -14,6 +14,7 @@ sha256, model class, nz), so the pair is one generative model wherever a checkpo
 from __future__ import annotations
 
 import math
+import os
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -95,13 +96,13 @@ class LatentPrior(pl.LightningModule, ABC):
 
     # --- the density ------------------------------------------------------------------------------------------
     @abstractmethod
-    def loss(self, x: Tensor, shard: tuple[int, int] = (0, 1)) -> Tensor:
+    def loss(self, x: Tensor, shard: tuple[int, int] = (0, 1), generator: torch.Generator | None = None) -> Tensor:
         """The training loss (a scalar) on a batch of standardised latents (B, nz).
 
         `shard` (rank, world size): under DDP `x` holds the rows rank, rank + world, ... of the global batch (as
-        DistributedSampler deals them); a loss that draws noise draws it for the whole global batch, from the
-        generator every rank holds in the same state, and takes its own rows, so DDP trains exactly as one process
-        on the global batch."""
+        DistributedSampler deals them); a loss that draws noise draws it for the whole global batch from
+        `generator` (the global one if None), which every rank holds in the same state, and takes its own rows, so
+        DDP trains exactly as one process on the global batch."""
 
     @abstractmethod
     def sample_standardised(self, n: int) -> Tensor:
@@ -133,9 +134,15 @@ class LatentPrior(pl.LightningModule, ABC):
         if stage == "fit" and not bool(self.standardised) and hasattr(data, "latents"):
             self.set_statistics(data.latents("train"))
 
+    def step_generator(self, device: torch.device) -> torch.Generator:
+        """The noise of training step k: a generator seeded with the run's seed and k, so every rank draws the same
+        and a resumed run the same as an uninterrupted one, whatever else used the global generator."""
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) * 1_000_003 + self.global_step
+        return torch.Generator(device).manual_seed(seed % 2**63)
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x = self.standardise(latents_of(batch))
-        loss = self.loss(x, (self.global_rank, self.trainer.world_size))
+        loss = self.loss(x, (self.global_rank, self.trainer.world_size), self.step_generator(x.device))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
         return loss
 

@@ -54,8 +54,8 @@ class FlowMatchingPrior(LatentPrior):
     """A flow-matching prior over a model's standardised latents: the `diffusion` sampler.
 
     Options: the network's size, the sampler's steps and solver, and the optimiser's (`LatentPrior`: AdamW with
-    warm-up and cosine decay over the run). The defaults reached fd_lenet 147 against gmm's 459 on the quickstart
-    GON (docs/priors.md has the measurements and each option's cost).
+    warm-up and cosine decay over the run). These defaults, tried by hand on the quickstart GON, reached fd_lenet 147
+    against gmm's 459 (docs/priors.md has the measurements and each option's cost).
 
     Args:
         hidden: width of the MLP's hidden layers.
@@ -86,10 +86,11 @@ class FlowMatchingPrior(LatentPrior):
         self.solver = solver
         self.velocity = VelocityMLP(self.nz, hidden, depth, time_dim)
 
-    def loss(self, x: Tensor, shard: tuple[int, int] = (0, 1)) -> Tensor:
+    def loss(self, x: Tensor, shard: tuple[int, int] = (0, 1), generator: torch.Generator | None = None) -> Tensor:
         rank, world = shard
-        noise = torch.randn(len(x) * world, self.nz, device=x.device, dtype=x.dtype)[rank::world]
-        t = torch.rand(len(x) * world, device=x.device, dtype=x.dtype)[rank::world]
+        draw = {"device": x.device, "dtype": x.dtype, "generator": generator}
+        noise = torch.randn(len(x) * world, self.nz, **draw)[rank::world]
+        t = torch.rand(len(x) * world, **draw)[rank::world]
         x_t = (1 - t[:, None]) * noise + t[:, None] * x
         return (self.velocity(x_t, t) - (x - noise)).square().mean()
 

@@ -1,7 +1,8 @@
 """The `flow` sampler: a normalizing flow (zuko) over a model's standardised latents, which also gives a likelihood.
 
-zuko was chosen over normflows by a measurement on the same latents (`benchmarks/flow_library.py`,
-docs/priors.md): the same masked autoregressive flow, its fit time and held-out bits per dimension. The flow is
+zuko (MIT, torch only, maintained) rather than normflows: `benchmarks/flow_library.py` fits the same masked
+autoregressive flow with each on the same latents and prints fit time, held-out bits per dimension and sampling time
+(docs/priors.md says what has been measured). The flow is
 trained by maximum likelihood; validation logs `val/bpd`, the held-out latents' negative log-likelihood in bits per
 dimension *of the model's latent space* (the standardisation's Jacobian included), so it compares across runs
 of one model. Latents are continuous: a density's bits per dimension can be negative.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+import torch
 from torch import Tensor
 
 from gon_lightning.errors import MODEL, UserError, positive_int, require
@@ -50,7 +52,7 @@ class NormalizingFlowPrior(LatentPrior):
         """log-density of standardised latents (B,)."""
         return self.flow().log_prob(x)
 
-    def loss(self, x: Tensor, shard: tuple[int, int] = (0, 1)) -> Tensor:
+    def loss(self, x: Tensor, shard: tuple[int, int] = (0, 1), generator: torch.Generator | None = None) -> Tensor:
         return -self.log_prob(x).mean() / self.nz  # nats per dimension: the scale of the learning rate
 
     def bits_per_dim(self, z: Tensor) -> Tensor:

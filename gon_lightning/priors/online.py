@@ -61,6 +61,7 @@ class OnlinePrior(Callback):
         self._restored: dict[str, Any] | None = None
         self._sums: Tensor | None = None  # this epoch's (count, sum, sum of squares) of latents, float64
         self._steps = 0
+        self._total_steps = 1
 
     def prior(self, pl_module: pl.LightningModule) -> LatentPrior:
         return pl_module.priors[self.sampler]
@@ -78,6 +79,7 @@ class OnlinePrior(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         prior = self.prior(pl_module)  # the module a restored checkpoint loaded into
         self.optimizer = torch.optim.AdamW(prior.parameters(), lr=self.lr, weight_decay=prior.weight_decay)
+        self._total_steps = max(1, int(trainer.estimated_stepping_batches))  # the schedule's length, read once
         if self._restored is not None:
             self.optimizer.load_state_dict(self._restored["optimizer"])
             self._steps = self._restored["steps"]
@@ -116,15 +118,15 @@ class OnlinePrior(Callback):
         prior = self.prior(pl_module)
         self._standardisation(trainer, prior, z)
         world, rank = trainer.world_size, trainer.global_rank
+        # its own noise, a function of the seed, the step and the rank: the model's RNG stream is left alone
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) * 1_000_003 + self._steps * world + rank
-        devices = [z.device] if z.device.type == "cuda" else []
-        total = max(1, int(trainer.estimated_stepping_batches))
+        generator = torch.Generator(z.device).manual_seed(seed % 2**63)
+        total = self._total_steps
         factor = cosine_warmup(self._steps, total, min(self.warmup_steps, total // 10))
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr * factor
-        with torch.random.fork_rng(devices=devices), torch.enable_grad():
-            torch.manual_seed(seed % 2**63)
-            loss = prior.loss(prior.standardise(z.detach()))
+        with torch.enable_grad():
+            loss = prior.loss(prior.standardise(z.detach()), generator=generator)
             loss.backward()
         if world > 1:
             params = [p for p in prior.parameters() if p.grad is not None]

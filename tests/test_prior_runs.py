@@ -1,0 +1,161 @@
+"""Post-hoc priors as runs of their own: `fit --config prior` on a model checkpoint's latents, exact resume, and the
+prior's checkpoint as one generative model for evaluate, predict, export and from_pretrained."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+import gon_lightning
+from gon_lightning.cli import main
+from gon_lightning.latents.encoding import load_run
+from gon_lightning.priors import FlowMatchingPrior
+from gon_lightning.priors.pair import model_with_prior
+from tests.cli_args import base_args, only_run
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*self.log.*:UserWarning"),
+    pytest.mark.filterwarnings("ignore:.*does not have many workers.*"),
+    pytest.mark.usefixtures("one_thread"),
+]
+
+TINY_PRIOR = [
+    "--model.init_args.hidden=16",
+    "--model.init_args.depth=2",
+    "--model.init_args.time_dim=8",
+    "--model.init_args.sample_steps=4",
+    "--model.init_args.warmup_steps=2",
+    "--data.init_args.batch_size=64",
+    "--trainer.check_val_every_n_epoch=1",
+    "--trainer.log_every_n_steps=1",
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_model_summary=false",
+    "--trainer.logger=CSVLogger",
+]
+
+
+@pytest.fixture(scope="session")
+def model_run(_mnist_files: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A GON (nz 8, ngf 4) trained 4 steps on the fake MNIST (256 train, 64 test images): its run folder."""
+    root = tmp_path_factory.mktemp("prior_source")
+    data = Path(shutil.copytree(_mnist_files, root / "data"))
+    main([*base_args(data, root / "runs"), "--trainer.limit_train_batches=4"])
+    return only_run(root / "runs")
+
+
+@pytest.fixture(scope="session")
+def prior_run(model_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A flow-matching prior fitted 8 steps (2 epochs of 4 batches) on that GON's latents: its run folder."""
+    runs = tmp_path_factory.mktemp("prior_runs")
+    prior_fit(model_run / "checkpoints" / "last.ckpt", runs, "--trainer.max_steps=8")
+    return only_run(runs)
+
+
+def prior_fit(ckpt: Path, runs: Path, *extra: str) -> None:
+    main(["fit", "--config", "prior", f"--data.ckpt_path={ckpt}", f"--runs_root={runs}", *TINY_PRIOR, *extra])
+
+
+def test_prior_run_learns_the_model_s_latents_and_names_them(prior_run: Path, model_run: Path) -> None:
+    checkpoint = torch.load(prior_run / "checkpoints" / "last.ckpt", weights_only=True)
+    source = checkpoint["gon_lightning_prior_source"]
+    assert Path(source["checkpoint"]) == (model_run / "checkpoints" / "last.ckpt").absolute()
+    assert len(source["sha256"]) == 64 and source["nz"] == 8 and source["model"].endswith(".GON")
+    assert checkpoint["hyper_parameters"]["nz"] == 8  # linked from the data
+    state = checkpoint["state_dict"]
+    assert bool(state["standardised"]) and state["latent_std"].shape == (8,)
+    metrics = (prior_run / "logs" / "version_0" / "metrics.csv").read_text()
+    assert "train/loss" in metrics and "val/loss" in metrics
+    assert (model_run / "latents").is_dir()  # the model's latents, encoded once into its own run folder
+
+
+class StopAfterFirstEpoch(pl.Callback):
+    """An interrupted run: it stops after its first epoch (and its checkpoint), its schedule still the 8 steps'."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.should_stop = True
+
+
+@pytest.mark.equality
+def test_prior_run_resumes_exactly_from_last_ckpt(prior_run: Path, model_run: Path, tmp_path: Path) -> None:
+    ckpt = model_run / "checkpoints" / "last.ckpt"
+    prior_fit(ckpt, tmp_path / "runs", "--trainer.max_steps=8", f"--trainer.callbacks+={__name__}.StopAfterFirstEpoch")
+    run = only_run(tmp_path / "runs")
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    prior_fit(ckpt, tmp_path / "runs", "--trainer.max_steps=8", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    straight = torch.load(prior_run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == straight["global_step"] == 8
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+
+
+def test_prior_checkpoint_is_one_generative_model(prior_run: Path, model_run: Path, tmp_path: Path) -> None:
+    prior_ckpt = prior_run / "checkpoints" / "last.ckpt"
+    # evaluate needs no other option: the model's samples through the prior, against the model's own data
+    main(["evaluate", "--ckpt_path", str(prior_ckpt), "--num_samples=32", "--trainer.accelerator=cpu"])
+    quality = json.loads((prior_run / "sample_quality.json").read_text())
+    assert quality["drawn_by"] == "diffusion" and quality["model"] == "GON"
+    assert quality["reference"]["dataset"] == "MNISTDataModule" and quality["num_samples"] == 32
+    # export: one folder, safetensors only, config.json records the prior, the card names it
+    out = tmp_path / "export"
+    main(["export", "--ckpt_path", str(prior_ckpt), "--out", str(out), "--num_images=0"])
+    assert sorted(p.suffix for p in out.iterdir() if p.suffix in (".ckpt", ".pt", ".pkl", ".bin")) == []
+    config = json.loads((out / "config.json").read_text())
+    assert config["priors"]["default"] == "diffusion"
+    card = (out / "README.md").read_text()
+    assert "the learned prior `diffusion` (FlowMatchingPrior" in card and "sampler `diffusion`" in card
+    # the same samples, bit for bit for a seed: the pair rebuilt from the checkpoints, and the exported folder
+    pair, _, _ = model_with_prior(FlowMatchingPrior(nz=8, hidden=16, depth=2, time_dim=8, sample_steps=4), prior_ckpt)
+    loaded = gon_lightning.from_pretrained(out)
+    assert loaded.samplers[0] == "diffusion"
+    pair.eval()
+    drawn = []
+    for model in (pair, loaded):
+        torch.manual_seed(7)
+        drawn.append(model.sample(5))
+    assert torch.equal(*drawn)
+    model, _ = load_run(model_run / "checkpoints" / "last.ckpt")
+    torch.manual_seed(7)
+    assert not torch.equal(model.eval().sample(5), drawn[0])  # not the model's own default sampler
+
+
+@pytest.mark.slow
+def test_prior_checkpoint_predicts_samples_through_the_prior(prior_run: Path, tmp_path: Path) -> None:
+    prior_ckpt = prior_run / "checkpoints" / "last.ckpt"
+    main(["predict", "--ckpt_path", str(prior_ckpt), "--predictions.num_samples=4", "--predictions.sampler=diffusion",
+          "--trainer.limit_predict_batches=1", "--trainer.accelerator=cpu"])  # fmt: skip
+    assert (prior_run / "predictions" / "samples.png").is_file()
+
+
+@pytest.mark.slow
+def test_bad_inputs_are_one_line(prior_run: Path, model_run: Path, tmp_path: Path) -> None:
+    loose = tmp_path / "loose.ckpt"
+    loose.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit) as raised:
+        prior_fit(loose, tmp_path / "runs", "--trainer.max_steps=1")
+    assert "lies outside a run folder" in str(raised.value.code) and "\n" not in str(raised.value.code)
+    foreign = tmp_path / "run" / "checkpoints" / "foreign.ckpt"  # in a run folder, but not a checkpoint
+    foreign.parent.mkdir(parents=True)
+    shutil.copyfile(model_run / "config.yaml", tmp_path / "run" / "config.yaml")
+    foreign.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit) as raised:
+        prior_fit(foreign, tmp_path / "runs", "--trainer.max_steps=1")
+    assert "not a PyTorch checkpoint" in str(raised.value.code) and "\n" not in str(raised.value.code)
+    # the model checkpoint changed after the prior learned its latents: refused, not silently mismatched
+    source = Path(torch.load(prior_run / "checkpoints" / "last.ckpt", weights_only=True)[
+        "gon_lightning_prior_source"]["checkpoint"])  # fmt: skip
+    original = source.read_bytes()
+    try:
+        checkpoint = torch.load(source, weights_only=True)
+        checkpoint["epoch"] += 1
+        torch.save(checkpoint, source)
+        with pytest.raises(SystemExit) as raised:
+            main(["evaluate", "--ckpt_path", str(prior_run / "checkpoints" / "last.ckpt"), "--num_samples=8"])
+        assert "has changed since: train the prior again" in str(raised.value.code)
+    finally:
+        source.write_bytes(original)
