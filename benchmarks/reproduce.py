@@ -95,8 +95,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--prior-steps",
         type=int,
-        default=6000,
-        help="--compare: optimizer steps of each learned prior (diffusion, flow), trained post hoc (default 6000)",
+        help="--compare: optimizer steps of each learned prior, trained post hoc (default: its config's, "
+        "configs/prior.yaml and configs/prior_flow.yaml)",
     )
     parser.add_argument(
         "--prior-flags",
@@ -117,7 +117,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         args.command = " ".join(given)
         args.models = args.models or list(COMPARE_MODELS)
         args.datasets = args.datasets or ["mnist5k", "mnist?"]
-        if min(args.steps, args.prior_steps, args.seeds, args.jobs, args.threads) < 1 or args.num_samples < 2:
+        prior_steps = 1 if args.prior_steps is None else args.prior_steps
+        if min(args.steps, prior_steps, args.seeds, args.jobs, args.threads) < 1 or args.num_samples < 2:
             parser.error(
                 "--steps, --prior-steps, --seeds, --jobs and --threads must be at least 1, --num-samples at least 2"
             )

@@ -21,11 +21,11 @@ from reproduction.grid import DATASETS
 from reproduction.report import Spread, device_description, device_slug, fmt, software
 from reproduction.subprocesses import ROOT, gon_lightning, last_line
 
-# the learned priors over a model's latents (gon_lightning.priors): sampler -> the prior's class. Each is trained
-# post hoc on the model checkpoint's training latents, as a run of its own (`gon-lightning fit --model <class>
-# --data LatentDataModule --data.ckpt_path <checkpoint>`), and evaluated through its own checkpoint, which names
-# the model's (`gon-lightning evaluate --ckpt_path <prior checkpoint>`)
-LEARNED_PRIORS = {"diffusion": "FlowMatchingPrior", "flow": "NormalizingFlowPrior"}
+# the learned priors over a model's latents (gon_lightning.priors): sampler -> its config (configs/<name>.yaml).
+# Each is trained post hoc on the model checkpoint's training latents, as a run of its own (`gon-lightning fit
+# --config prior --data.ckpt_path <checkpoint>`), and evaluated through its own checkpoint, which names the
+# model's (`gon-lightning evaluate --ckpt_path <prior checkpoint>`)
+LEARNED_PRIORS = {"diffusion": "prior", "flow": "prior_flow"}
 LEARNED = tuple(LEARNED_PRIORS)
 # model -> the samplers evaluated (its default first; `samplers` of the model class lists them all)
 COMPARE_MODELS = {
@@ -74,9 +74,10 @@ def prior_flags(args: argparse.Namespace, sampler: str) -> list[str]:
 
 
 def train_prior(trained: Trained, sampler: str, checkpoint: Path, args: argparse.Namespace, log: Path) -> Path | None:
-    """Fit the learned prior `sampler` post hoc on `checkpoint`'s training latents for --prior-steps (reused when a
-    finished run with the same steps and flags is there); its training seconds go to `trained.prior_s`. Returns the
-    prior's last checkpoint, None (with `trained.error`) when the fit failed or a report-only pass finds none."""
+    """Fit the learned prior `sampler` post hoc on `checkpoint`'s training latents for its config's steps or
+    --prior-steps (reused when a finished run with the same steps and flags is there); its training seconds go to
+    `trained.prior_s`. Returns the prior's last checkpoint; None (with `trained.error`) when the fit failed, or when
+    a report-only pass finds none."""
     assert trained.path is not None
     root = trained.path / "priors" / sampler  # inside the model's run: the comparison's run folder stays the only one
     done = root / "prior.json"
@@ -91,12 +92,15 @@ def train_prior(trained: Trained, sampler: str, checkpoint: Path, args: argparse
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(trained.path / f"quality-{sampler}", ignore_errors=True)  # scored another prior
         fit = [
-            *("fit", "--model", LEARNED_PRIORS[sampler], "--data", "LatentDataModule"),
+            *("fit", "--config", str(ROOT / "configs" / f"{LEARNED_PRIORS[sampler]}.yaml")),
             *("--data.ckpt_path", str(checkpoint), "--runs_root", str(root)),
             *("--seed_everything", str(trained.seed)),
             *("--trainer.logger", "pytorch_lightning.loggers.CSVLogger"),
-            *("--trainer.max_epochs", "-1", "--trainer.max_steps", str(args.prior_steps)),
-            *("--trainer.limit_val_batches", "0", "--checkpoint.monitor", "null"),  # the last prior is the one scored
+            *(["--trainer.max_steps", str(args.prior_steps)] if args.prior_steps else []),
+            # one validation batch each epoch logs the training seconds (time/train_s); no monitored figure, so the
+            # checkpoint is written at every epoch's end, the last step's included wherever it falls in an epoch
+            *("--trainer.check_val_every_n_epoch", "1", "--trainer.limit_val_batches", "1"),
+            *("--checkpoint.monitor", "null"),
             *("--checkpoint.filename", "step{step:06d}"),
             *flags,
         ]
@@ -106,8 +110,9 @@ def train_prior(trained: Trained, sampler: str, checkpoint: Path, args: argparse
             return None
         wall = time.perf_counter() - began
         run = next(path for path in root.iterdir() if path.is_dir())
-        # training alone (the trainer's time/train_s); the wall time also holds the start and, for a checkpoint's
-        # first prior, encoding its training split (LatentDataModule's cache, shared by the priors after it)
+        # training alone (the trainer's time/train_s, at the last full epoch's validation, scaled to the run's
+        # steps); the wall time also holds the start and, for a checkpoint's first prior, encoding its training
+        # split (LatentDataModule's cache, shared by the priors after it)
         train_s = logged_train_seconds(run) or wall
         trained.prior_s[sampler] = train_s
         done.write_text(json.dumps({"steps": args.prior_steps, "flags": flags, "train_s": train_s, "wall_s": wall}))
@@ -116,14 +121,17 @@ def train_prior(trained: Trained, sampler: str, checkpoint: Path, args: argparse
 
 
 def logged_train_seconds(run: Path) -> float | None:
-    """The last `time/train_s` a run's CSV logger wrote (seconds of training, without the process's start)."""
-    seconds = None
+    """Seconds of training (without the process's start or validation) of a run, from the last `time/train_s` its
+    CSV logger wrote, scaled by the run's last step over the step it was logged at."""
+    seconds, at, last = None, None, 0
     for metrics in run.glob("logs/**/metrics.csv"):
         with metrics.open() as rows:
             for row in csv.DictReader(rows):
+                step = int(row["step"]) + 1 if row.get("step") else 0
+                last = max(last, step)
                 if row.get("time/train_s"):
-                    seconds = float(row["time/train_s"])
-    return seconds
+                    seconds, at = float(row["time/train_s"]), step
+    return seconds * last / at if seconds is not None and at else seconds
 
 
 def compare_run(trained: Trained, args: argparse.Namespace, work: Path) -> None:
@@ -265,8 +273,9 @@ def compare_report(runs: list[Trained], args: argparse.Namespace, wall: float) -
         f"Software: {software()}  ",
         f"Budget: {steps} optimizer steps per run (batch 64, the configs' settings otherwise), seeds "
         f"{', '.join(map(str, args.seed_list))}, {samples} samples per evaluation. Per-model flags: {flags}. "
-        f"Learned priors: {getattr(args, 'prior_steps', '-')} optimizer steps each (batch 256, the classes' defaults "
-        f"otherwise); flags: {priors}.",
+        "Learned priors: configs/prior.yaml (diffusion) and configs/prior_flow.yaml (flow), "
+        + (f"{args.prior_steps} optimizer steps each" if getattr(args, "prior_steps", None) else "their own steps")
+        + f"; flags: {priors}.",
         "",
         "How to read it: every model is trained for the same number of steps from its repository config "
         "(`gon-lightning fit`), then `gon-lightning test` gives the test SSE (per image, the papers' figure; the "
@@ -277,7 +286,7 @@ def compare_report(runs: list[Trained], args: argparse.Namespace, wall: float) -
         "higher is better). `real test images` is the dataset's own test split scored the same way: the floor "
         "a perfect model would reach. The learned priors (`diffusion`: flow matching, `flow`: a zuko normalizing "
         "flow) are trained post hoc on each model checkpoint's training latents (`gon-lightning fit --model "
-        "<prior> --data LatentDataModule --data.ckpt_path <checkpoint>`) and evaluated through their own "
+        "--config prior[_flow] --data.ckpt_path <checkpoint>`) and evaluated through their own "
         "checkpoint; `prior s` is that training's seconds (the trainer's `time/train_s`: without the process "
         "start or encoding the latents). `copy_ratio` is the median distance of the samples to their nearest "
         "training image over the test images' (on the same features; below 1: closer to the training set than "
