@@ -271,6 +271,7 @@ def main(args: list[str] | None = None, run: bool = True) -> GONLightningCLI:
 
 def _run(args: Any, run: bool) -> GONLightningCLI:
     if args is None or isinstance(args, list):
+        runs.Invocation.args = list(sys.argv[1:] if args is None else args)
         args = runs.with_run_config(runs.resolve_config_names(sys.argv[1:] if args is None else args))
     cli = GONLightningCLI(
         LightningModule,  # the image models (models/) and the learned priors over their latents (priors/)

@@ -12,12 +12,17 @@ from typing import Any
 
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 
+from gon_lightning.latents.encoding import SHARD_BATCHES
 from gon_lightning.metrics import NEAREST_K
 
 
 class GONTrainer(Trainer):
     #: gon-lightning's subcommands, each with the method arguments the CLI fills itself (LightningCLI's skip sets)
-    SUBCOMMANDS: dict[str, set[str]] = {"evaluate": {"model", "datamodule"}, "export": {"model", "datamodule"}}
+    SUBCOMMANDS: dict[str, set[str]] = {
+        "evaluate": {"model", "datamodule"},
+        "export": {"model", "datamodule"},
+        "encode": {"model", "datamodule"},
+    }
 
     def predict(  # type: ignore[override]
         self,
@@ -131,3 +136,44 @@ class GONTrainer(Trainer):
         else:
             export_model(model, datamodule, ckpt_path, out, push, num_images)
         runs.discard_unfinished_run()  # a folder made for this command holds nothing: the export is in `out`
+
+    def encode(
+        self,
+        model: Any,
+        datamodule: Any,
+        out: str,
+        ckpt_path: str | None = None,
+        image_folder: str | None = None,
+        batch_size: int | None = None,
+        shard_batches: int = SHARD_BATCHES,
+        probes: bool | None = None,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        """Encode every split of a dataset with a checkpoint's model: the latents as a dataset (docs/latents.md).
+
+        `gon-lightning encode --ckpt_path CKPT --out DIR` reads the model and data options from the run's config.yaml
+        beside CKPT's checkpoints/ folder (another `--data` may replace its dataset). DIR gets each split's latents,
+        labels and per-image reconstruction SSE as Parquet shards, and `latents.json`: the checkpoint and its
+        sha256, the inner steps, step size, reduction, norm_eval and batch size used, the dataset, split sizes and
+        the command; with the linear and k-NN probes' accuracies where the dataset has labels. Under DDP
+        (--trainer.devices N) every process encodes its share; the latents are the same however many encode.
+
+        Args:
+            out: the folder to write (new, empty, or an earlier encoded folder, which is replaced).
+            ckpt_path: the checkpoint whose model encodes (a model with latents: GON family, autoencoder, VAE).
+            image_folder: encode the images under this folder instead (ImageFolderDataModule at the run's image
+                size, channels and batch size; class subfolders give labels).
+            batch_size: images per batch; default the DataModule's, which the model trained with (GON latents
+                depend on it: docs/latents.md, "What a latent depends on").
+            shard_batches: batches per Parquet shard: what memory holds at once.
+            probes: the linear and k-NN probes (default: whenever the dataset has labels; true refuses a dataset
+                without labels; false skips them).
+            weights_only: checkpoints are read weights only: only true or unset are accepted.
+        """
+        from gon_lightning import runs
+        from gon_lightning.latents.command import run_encode
+
+        card = run_encode(self, model, datamodule, out, ckpt_path, image_folder, batch_size, shard_batches, probes,
+                          weights_only)  # fmt: skip
+        runs.discard_unfinished_run()  # a folder made for this command holds nothing: the latents are in `out`
+        return card

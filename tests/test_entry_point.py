@@ -83,6 +83,44 @@ def test_mlflow_without_its_extra_is_one_line(mnist_root: Path, tmp_path: Path, 
     assert "--trainer.logger MLFlowLogger" in line and "gon-lightning[mlflow]" in line
 
 
+def test_mlflow_logs_into_a_store_in_the_run_folder_that_mlflow_reads(mnist_root: Path, tmp_path: Path, monkeypatch):
+    """With the `mlflow` extra (mlflow-skinny 3, whose default file store refuses to start): the metrics go to a
+    SQLite store in the run folder, read back through MLflow's own client."""
+    pytest.importorskip("mlflow")
+    pytest.importorskip("sqlalchemy")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)  # nothing may land in the working directory (Lightning's default ./mlruns)
+    runs = tmp_path / "runs"
+    main(base_args(mnist_root, runs, "--trainer.log_every_n_steps=1", logger="MLFlowLogger"))
+    run_dir = only_run(runs)
+    assert (run_dir / "mlflow.db").is_file() and not (tmp_path / "mlruns").exists()
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "lightning_logs"]
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == run_dir.name and run.info.status == "FINISHED"
+    assert {"val/sse", "train/loss_epoch", "train/loss"} <= set(run.data.metrics), run.data.metrics
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 2  # both steps
+    assert run.data.params["run_dir"] == str(run_dir)
+
+
+def test_a_logger_that_cannot_start_is_one_line(mnist_root: Path, tmp_path: Path, capsys, monkeypatch):
+    from pytorch_lightning.loggers import CSVLogger
+
+    def refuse(self):
+        raise RuntimeError("The filesystem tracking backend is in maintenance mode.\nSet a store.")
+
+    monkeypatch.setattr(CSVLogger, "experiment", property(refuse))
+    runs = tmp_path / "runs"
+    line = one_line_exit(base_args(mnist_root, runs), capsys)
+    assert line == (
+        "gon-lightning: error: --trainer.logger CSVLogger could not start: The filesystem tracking backend is in "
+        "maintenance mode. Set a store."
+    )
+    assert not runs.exists() or not any(runs.iterdir())  # no run folder left behind
+
+
 def test_panels_and_metrics_reach_tensorboards_event_files(mnist_root: Path, tmp_path: Path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -114,5 +152,5 @@ def test_help_says_what_gon_lightning_is_and_lists_its_subcommands():
     )
     assert result.stdout.startswith("usage: gon-lightning")
     assert "Gradient Origin Networks" in result.stdout and "Lightning Trainer command line tool" not in result.stdout
-    for subcommand in ("fit", "validate", "test", "predict", "evaluate", "export"):
+    for subcommand in ("fit", "validate", "test", "predict", "evaluate", "export", "encode"):
         assert f"\n    {subcommand} " in result.stdout

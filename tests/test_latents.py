@@ -112,6 +112,8 @@ def test_a_model_without_latents_is_refused(ckpt: Path, tmp_path: Path, _mnist_f
         encode_checkpoint(gopt, tmp_path / "z")
     with pytest.raises(UserError, match="which has no latents"):
         LatentDataModule(ckpt_path=str(gopt))
+    with pytest.raises(SystemExit, match=r"^gon-lightning: error: GenerativeOptimizationNetwork has no latents"):
+        main(["encode", "--ckpt_path", str(gopt), "--out", str(tmp_path / "z")])
     assert not (tmp_path / "z").exists() and not (tmp_path / ".z.encoding").exists()
 
 
@@ -171,3 +173,81 @@ def test_latent_datamodule_encodes_a_checkpoint_once(ckpt: Path, monkeypatch: py
     again.prepare_data()
     again.setup("fit")
     assert torch.equal(again.latents("test"), data.latents("test"))
+
+
+# --- gon-lightning encode ----------------------------------------------------------------------------------------
+def test_encode_command_writes_the_runs_dataset_and_reports_the_probes(ckpt: Path, tmp_path: Path, capsys):
+    """From the checkpoint alone (the run's config.yaml gives model and data); the same latents as the Python API's
+    encoding of the same model loaded by from_pretrained; no run folder left behind."""
+    from gon_lightning import from_pretrained
+    from gon_lightning.export import save_pretrained
+
+    run = sorted(p.name for p in ckpt.parents[1].iterdir())
+    main(["encode", "--ckpt_path", str(ckpt), "--out", str(tmp_path / "z")])
+    printed = capsys.readouterr().out
+    card = read_card(tmp_path / "z")
+    assert f"encoded 256 train, 64 test latents (nz 8) into {tmp_path / 'z'}" in printed
+    assert f"linear {100 * card['linear_acc']:.1f}%, 5-NN {100 * card['knn_acc']:.1f}%" in printed
+    assert card["command"].startswith("gon-lightning encode --ckpt_path") and card["encoding"]["batch_size"] == 16
+    # no run folder made; the checkpoint's run gains the probes' record, which export's model card reports
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "z"]
+    assert sorted(p.name for p in ckpt.parents[1].iterdir()) == sorted([*run, "latent_probes.json"])
+    main(["export", "--ckpt_path", str(ckpt), "--out", str(tmp_path / "export"), "--num_images", "0"])
+    readme = (tmp_path / "export" / "README.md").read_text()
+    assert f"| linear (`linear_acc`) | {card['linear_acc']:.4f} |" in readme
+    assert f"| 5-NN (`knn_acc`) | {card['knn_acc']:.4f} |" in readme and "name: linear_acc" in readme
+    shutil.rmtree(tmp_path / "export")
+
+    model, datamodule = load_run(ckpt)
+    save_pretrained(model, tmp_path / "export")
+    encode(from_pretrained(tmp_path / "export"), datamodule, tmp_path / "again", probes=False)
+    for split in ("train", "test"):
+        a, b = read_split(tmp_path / "z", split), read_split(tmp_path / "again", split)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def grey_pictures(folder: Path, count: int) -> Path:
+    """`count` grey 40 x 40 noise PNGs directly in `folder`: images without labels."""
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_encode_an_unlabelled_image_folder_and_refuse_its_probes(ckpt: Path, tmp_path: Path, capsys):
+    folder = grey_pictures(tmp_path / "pictures", 24)
+    args = ["encode", "--ckpt_path", str(ckpt), "--image_folder", str(folder)]
+    with pytest.raises(SystemExit, match=r"^gon-lightning: error: --probes: ImageFolderDataModule's images have no"):
+        main([*args, "--out", str(tmp_path / "refused"), "--probes", "true"])
+    assert not (tmp_path / "refused").exists() and not (tmp_path / ".refused.encoding").exists()
+    main([*args, "--out", str(tmp_path / "z")])
+    assert "probes: the dataset has no labels" in capsys.readouterr().out
+    card = read_card(tmp_path / "z")
+    assert sum(card["splits"].values()) == 24 and "linear_acc" not in card
+    assert "labels" not in read_split(tmp_path / "z", "train")
+
+
+def test_encode_command_bad_inputs_end_in_one_line_with_nothing_written(
+    ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from image_fixtures import broken_files
+
+    folder = grey_pictures(tmp_path / "broken", 24)
+    broken_files(folder)
+    encode_args = ["encode", "--ckpt_path", str(ckpt), "--out", str(tmp_path / "z")]
+    with pytest.raises(SystemExit, match=r"^gon-lightning: error: .*(truncated|empty|garbage)[^\n]*$"):
+        main([*encode_args, "--image_folder", str(folder)])
+    written = store.write_shard
+
+    def full_disk(folder, split, index, *rest):
+        if split == "test":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return written(folder, split, index, *rest)
+
+    monkeypatch.setattr(store, "write_shard", full_disk)
+    with pytest.raises(SystemExit, match=r"^gon-lightning: error: could not write the encoded latents .*ENOSPC"):
+        main([*encode_args, "--shard_batches", "2"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "run"]

@@ -292,6 +292,7 @@ def test_evaluate_writes_the_figures_beside_the_checkpoint_bit_for_bit(mnist_roo
     printed = capsys.readouterr().out
     assert "fd_lenet" in printed and "floor" in printed and "sample_quality.json" in printed
     names = ["fd_lenet", "kd_mean_lenet", "kd_std_lenet", "precision", "recall", "density", "coverage"]
+    names += ["copy_ratio", "copying_z"]
     assert result["figures"] == names and all(isinstance(result[name], float) for name in names)
     assert result["num_samples"] == 40 and result["sampler"] == "default" and result["nearest_k"] == 5
     assert result["checkpoint"] == str(ckpt.resolve()) and result["model"] == "GON" and result["image_folder"] is None
@@ -299,7 +300,8 @@ def test_evaluate_writes_the_figures_beside_the_checkpoint_bit_for_bit(mnist_roo
     assert result["extractor_info"]["test_accuracy"] == 0.97
     assert result["reference"] == {"dataset": "MNISTDataModule", "split": "train", "image_size": 32, "count": 256}
     assert result["floor"]["split"] == "test" and result["floor"]["count"] == 40
-    assert all(isinstance(result["floor"][name], float) for name in names)
+    assert all(isinstance(result["floor"][name], float) for name in names[:-2])
+    assert "copy_ratio" not in result["floor"]  # the floor is a part of the held-out split itself
     assert result["fd_lenet"] > result["floor"]["fd_lenet"]  # one tiny epoch vs real digits
     from gon_lightning.export import run_records
 
@@ -325,10 +327,12 @@ def test_evaluate_scores_a_folder_of_images(mnist_root, tmp_path, digits) -> Non
     result = json.loads((out / "sample_quality.json").read_text())
     assert result["num_samples"] == 64 and result["sampler"] is None and result["checkpoint"] is None
     assert result["image_folder"] == str(folder.resolve())
-    # the same images as the test split, decoded the same way (in another order): the floor's figures
-    assert {n: result[n] for n in result["figures"]} == pytest.approx(
-        {n: result["floor"][n] for n in result["figures"]}
+    # the same images as the test split, decoded the same way (in another order): the floor's figures, and as far
+    # from the training images as the test split (each is its own nearest held-out image)
+    assert {n: result[n] for n in result["floor"] if n in result["figures"]} == pytest.approx(
+        {n: result["floor"][n] for n in result["figures"] if n in result["floor"]}
     )
+    assert result["copy_ratio"] == pytest.approx(1.0, abs=0.2)
 
 
 def run_error(args: list[str], capsys) -> str:
@@ -373,7 +377,8 @@ def test_sample_quality_callback_logs_the_figures_within_its_schedule(mnist_root
     rows = [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
     logged = [row for row in rows if row.get("quality/fd_lenet")]
     assert [row["epoch"] for row in logged] == ["1"]  # every 2nd epoch only
-    assert {f"quality/{name}" for name in ("precision", "recall", "density", "coverage")} <= set(header)
+    figures = ("precision", "recall", "density", "coverage", "copy_ratio", "copying_z")
+    assert {f"quality/{name}" for name in figures} <= set(header)
     assert math.isfinite(float(logged[0]["quality/fd_lenet"]))
 
 

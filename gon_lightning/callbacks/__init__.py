@@ -6,6 +6,7 @@ from gon_lightning.callbacks.compile import CompileModules
 from gon_lightning.callbacks.divergence import DivergenceError, DivergenceGuard
 from gon_lightning.callbacks.images import ImagePanels, PredictionWriter, make_panels
 from gon_lightning.callbacks.performance import ChannelsLast
+from gon_lightning.callbacks.probe import OnlineLinearProbe
 from gon_lightning.callbacks.progress import EpochLog, TrainingClock
 from gon_lightning.callbacks.quality import SampleQuality
 from gon_lightning.callbacks.run_files import HoldBackLoggers, RunConfigCallback, SaveTestMetrics, WandbRunSummary
@@ -23,6 +24,7 @@ __all__ = [
     "EpochLog",
     "HoldBackLoggers",
     "ImagePanels",
+    "OnlineLinearProbe",
     "PredictionWriter",
     "RunConfigCallback",
     "RunState",

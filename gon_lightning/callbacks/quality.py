@@ -29,6 +29,7 @@ from gon_lightning.errors import UserError, positive_int
 from gon_lightning.evaluation import check_sampler, draw_samples, quantised  # the evaluate command's draw, exactly
 from gon_lightning.metrics import (
     NEAREST_K,
+    CopyingTest,
     FeatureExtractor,
     extract,
     load_extractor,
@@ -58,7 +59,8 @@ class GatheredFeatures(Metric):
 
 class SampleQuality(TimeShareSchedule):
     """Log the Fréchet and kernel distances, precision, recall, density and coverage of the model's samples against
-    the training split after training epochs, as `quality/<figure>` (`gon_lightning.metrics.figure_names`).
+    the training split after training epochs, as `quality/<figure>` (`gon_lightning.metrics.figure_names`), and
+    how close they lie to it against the test split (`quality/copy_ratio`, `quality/copying_z`).
 
     Args:
         every_n_epochs: evaluate after every N-th training epoch (0 disables the callback). None (the default)
@@ -100,6 +102,7 @@ class SampleQuality(TimeShareSchedule):
         self.kid_subsets = kid_subsets
         self._features: FeatureExtractor | None = None
         self._reference: Tensor | None = None
+        self._copying: CopyingTest | None = None
         self._gathered = GatheredFeatures()
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -120,6 +123,8 @@ class SampleQuality(TimeShareSchedule):
     def _prepare(self, name: str, datamodule: Any, device: torch.device) -> None:
         self._features = load_extractor(name, datamodule, self.extractor_weights, device)
         self._reference = reference_features(datamodule, "train", self._features)
+        # the copying figures' k-means cells and the test split's distances, fitted once (seconds)
+        self._copying = CopyingTest(self._reference, reference_features(datamodule, "test", self._features))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # every process must take the same decision: rank 0's clock decides
@@ -158,4 +163,11 @@ class SampleQuality(TimeShareSchedule):
         finally:
             pl_module.train(was_training)
             self._gathered.reset()  # an interrupted draw leaves nothing for the next one
-        return score_samples(self._reference, fake, self._features.name, self.nearest_k, kid_subsets=self.kid_subsets)
+        return score_samples(
+            self._reference,
+            fake,
+            self._features.name,
+            self.nearest_k,
+            kid_subsets=self.kid_subsets,
+            held_out=self._copying,
+        )

@@ -17,6 +17,8 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
+from gon_lightning.errors import UserError
+
 
 class LoopStart(Callback):
     """Calls `at_loop_start(trainer)` when the command's loop starts: training, or the evaluation (not fit's sanity
@@ -55,9 +57,25 @@ class HoldBackLoggers(LoopStart):
 
     def at_loop_start(self, trainer: pl.Trainer) -> None:
         if self.loggers is not None:
+            for logger in self.loggers:
+                start(logger)
             trainer.loggers, self.loggers = self.loggers, None
             if self.note and trainer.is_global_zero:
                 print(self.note, file=sys.stderr, flush=True)
+
+
+def start(logger: Logger) -> None:
+    """Start `logger`'s run (its `experiment`: a placeholder on ranks other than 0), or stop the command with one line
+    saying which logger could not start and why (a store its version refuses, a server out of reach)."""
+    try:
+        logger.experiment  # noqa: B018 (the property starts the run)
+    except Exception as error:
+        if isinstance(error, UserError):
+            raise
+        name = type(logger).__name__
+        why = " ".join(str(error).split()) or type(error).__name__
+        why = why if len(why) <= 400 else why[:400] + " ..."
+        raise UserError(f"--trainer.logger {name} could not start: {why}") from error
 
 
 class RunConfigCallback(SaveConfigCallback, LoopStart):

@@ -350,5 +350,21 @@ class ImageDataModule(pl.LightningDataModule, ABC):
             # stateful; here the sampler continues the order instead, so the warning would be wrong
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
 
+    def labels_at(self, split: str, indices: Tensor) -> Tensor | None:
+        """The labels of the images at `indices` of `split`'s dataset (as its loader indexes it), None where the
+        split has no labels. Batches stay images only: a callback that needs their labels (the online linear probe)
+        asks here with the batch's indices, so what the model sees, and so its weights, do not change."""
+        dataset = self.datasets.get(split)
+        if dataset is None or dataset.labels is None:
+            return None
+        rows = indices if dataset.rows is None else dataset.rows[indices]
+        return dataset.labels[rows]
+
+    def train_batch_indices(self, batch_idx: int) -> Tensor | None:
+        """The training-split indices of this epoch's batch `batch_idx` (None when streamed)."""
+        if self.train_sampler is None:
+            return None
+        return self.train_sampler.batch_indices(batch_idx, self.batch_size)
+
     def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:
         return batch.float().div_(255)  # on the device, after the (cheap) uint8 transfer

@@ -53,6 +53,7 @@ class EpochSampler(DistributedSampler):
         self.epoch_seed: int | None = None  # the seed of the permutation being served
         self._seeded_epoch: int | None = None  # the epoch it belongs to
         self._resume: dict[str, Any] | None = None
+        self._order: tuple[int, torch.Tensor] | None = None  # (epoch seed, this rank's order): `batch_indices`'
 
     def __len__(self) -> int:
         return self.num_samples
@@ -72,6 +73,18 @@ class EpochSampler(DistributedSampler):
         generator.manual_seed(self.epoch_seed)
         order = torch.randperm(self.size, generator=generator)
         yield from order[self.rank : self.total_size : self.num_replicas][skip:].tolist()
+
+    def batch_indices(self, batch_idx: int, batch_size: int) -> torch.Tensor:
+        """The indices of batch `batch_idx` of the epoch being served (whole batches: the loader drops the last
+        short one), recomputed from the epoch's seed: what the loader gathered, without asking it for more."""
+        if self._seeded_epoch != self.epoch or self.epoch_seed is None:
+            raise RuntimeError("batch_indices is known once the epoch's first batch has been drawn")
+        if self._order is None or self._order[0] != self.epoch_seed:  # once per epoch
+            generator = torch.Generator()
+            generator.manual_seed(self.epoch_seed)
+            order = torch.randperm(self.size, generator=generator)
+            self._order = (self.epoch_seed, order[self.rank : self.total_size : self.num_replicas])
+        return self._order[1][batch_idx * batch_size : (batch_idx + 1) * batch_size]
 
     def state(self, samples_done: int) -> dict[str, Any] | None:
         """Where this epoch stands after `samples_done` of this rank's samples; None outside an epoch."""

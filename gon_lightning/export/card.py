@@ -47,6 +47,7 @@ def model_card(
     notes: list[str],
     images: list[str],
     load_from: str,
+    probes: Mapping[str, Any] | None = None,
 ) -> str:
     """README.md: the Hub's YAML front matter (written by huggingface_hub's ModelCardData) and a body saying what
     the model is, how it was trained and how to load it."""
@@ -83,6 +84,25 @@ def model_card(
         )
         for key in SAMPLE_QUALITY_FIGURES
         if isinstance(quality.get(key), (int, float))
+    ]
+    probes = probes or {}
+    results += [
+        EvalResult(
+            task_type="image-classification",
+            task_name=f"{what} probe on the latents",
+            dataset_type=dataset_id,
+            dataset_name=dataset_name,
+            dataset_split="test",  # fitted on the training split's latents
+            metric_type="accuracy",
+            metric_name=key,
+            metric_value=float(probes[key]),
+            metric_config=config_text,
+        )
+        for key, what, config_text in (
+            ("linear_acc", "Linear", "logistic regression on standardised latents"),
+            ("knn_acc", "k-NN", f"k={probes.get('knn_k')} on standardised latents"),
+        )
+        if isinstance(probes.get(key), (int, float))
     ]
     own = sorted(path for path in class_paths(config["model"]["init_args"]) if not is_ours(path))
     tags = ["gon-lightning", "pytorch-lightning", "gradient-origin-network", name.lower()]
@@ -127,7 +147,8 @@ def model_card(
     figures = [key for key in SAMPLE_QUALITY_FIGURES if isinstance(quality.get(key), (int, float))]
     sampler = getattr(model, "samplers", ("",))[0] if getattr(model, "samplers", None) else None
     if sampler:
-        prior = getattr(model, "priors", {}).get(sampler) if hasattr(model, "priors") else None
+        priors = getattr(model, "priors", {})
+        prior = priors[sampler] if sampler in priors else None  # noqa: SIM401 (a ModuleDict: no .get)
         what = f"the learned prior `{sampler}` ({type(prior).__name__}, over the model's latents)" if prior else None
         lines += ["", f"`model.sample(n)` draws through {what or f'the `{sampler}` sampler'} by default."]
     if figures:
@@ -139,6 +160,19 @@ def model_card(
             + "):",
         ]
         lines += ["", "| figure | value |", "|---|---|"] + [f"| `{k}` | {float(quality[k]):.6g} |" for k in figures]
+    if isinstance(probes.get("linear_acc"), (int, float)):
+        lines += [
+            "",
+            "Probes of its latents (`gon-lightning encode`; fitted on the training split's latents, scored on the "
+            f"test split's, batch size {probes.get('batch_size')}):",
+            "",
+            "| probe | test accuracy |",
+            "|---|---|",
+            f"| linear (`linear_acc`) | {float(probes['linear_acc']):.4f} |",
+            f"| {probes.get('knn_k')}-NN (`knn_acc`) | {float(probes['knn_acc']):.4f} |",
+            "",
+            f"Settings: {(probes.get('probe_settings') or {}).get('settings', 'not recorded')}.",
+        ]
     lines += ["", *[f"Left out: {note}." for note in notes]] if notes else []
     if images:
         lines += ["", *[f"![{image.removesuffix('.png')}]({image})" for image in images]]

@@ -17,7 +17,7 @@ from gon_lightning.export.card import DATASETS, model_card
 from gon_lightning.export.config import CARD, CONFIG, RUN_CONFIG, model_config
 from gon_lightning.export.hub import push_to_hub
 from gon_lightning.export.pretrained import save_pretrained
-from gon_lightning.export.records import run_folder_of, run_records
+from gon_lightning.export.records import probe_record, run_folder_of, run_records
 
 
 def held_out_images(datamodule: Any, n: int) -> Tensor:
@@ -99,6 +99,8 @@ def export_model(
         _, quality, prior_notes = run_records(prior_path.parent.parent, prior_path)
         quality = quality if not prior_notes else {}
         notes += prior_notes
+    probes, probe_notes = probe_record(run_dir, path)
+    notes += probe_notes
     run_config_file = run_dir / RUN_CONFIG if run_dir is not None else None
     run_config = yaml.safe_load(run_config_file.read_text()) if run_config_file and run_config_file.is_file() else None
     images = held_out_images(datamodule, num_images) if num_images else None
@@ -115,7 +117,17 @@ def export_model(
             shutil.copyfile(run_config_file, staging / RUN_CONFIG)
         written = write_images(model, images, staging)
         card = model_card(
-            config, model, dataset, run_config, checkpoint, metrics, quality, notes, written, push or str(out_dir)
+            config,
+            model,
+            dataset,
+            run_config,
+            checkpoint,
+            metrics,
+            quality,
+            notes,
+            written,
+            push or str(out_dir),
+            probes,
         )
         (staging / CARD).write_text(card)
         if out_dir.exists():

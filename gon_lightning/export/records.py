@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from gon_lightning.export.config import read_json
+from gon_lightning.latents.store import PROBE_RECORD
 
 TEST_METRICS, SAMPLE_QUALITY = "test_metrics.json", "sample_quality.json"
 
@@ -50,3 +51,15 @@ def run_records(run_dir: Path | None, ckpt_path: Path) -> tuple[dict[str, float]
         else:
             quality = record
     return metrics, quality, notes
+
+
+def probe_record(run_dir: Path | None, ckpt_path: Path) -> tuple[dict[str, Any], list[str]]:
+    """The linear and k-NN probes of this checkpoint's latents that `gon-lightning encode` recorded in its run
+    folder ({} when none), and a note when the record is of another checkpoint."""
+    path = run_dir / PROBE_RECORD if run_dir is not None else None
+    if path is None or not path.is_file():
+        return {}, []
+    record = read_json(path)
+    if not _describes(path, record.get("checkpoint"), ckpt_path):
+        return {}, [f"{path} probed the latents of another checkpoint, or of an older {ckpt_path.name}"]
+    return record, []

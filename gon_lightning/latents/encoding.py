@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import shlex
+import json
+import os
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from gon_lightning import __version__
 from gon_lightning.errors import UserError, positive_int, writing
 from gon_lightning.latents import store
 from gon_lightning.models.base import per_image_sse
+from gon_lightning.runs.configs import command_line
 
 SHARD_BATCHES = 64  # batches per shard: 16,384 latents at the default batch size of 256
 
@@ -209,11 +210,27 @@ def encode(
                     card["probe_settings"] = figures
                 store.commit(staging, out, card)
                 committed = True
+                if "linear_acc" in card and checkpoint is not None:
+                    record_probes(Path(checkpoint), card, out)
             barrier()
     finally:
         if rank == 0 and not committed:
             shutil.rmtree(staging, ignore_errors=True)
     return store.read_card(out) if rank == 0 else {}  # the card is rank 0's to write (and the others' to wait for)
+
+
+def record_probes(checkpoint: Path, card: dict[str, Any], out: Path) -> None:
+    """The probes' figures beside the checkpoint's run (`store.PROBE_RECORD`), for the model card `export` writes;
+    nothing for a checkpoint outside a run folder."""
+    if checkpoint.parent.name != "checkpoints":
+        return
+    keys = ("linear_acc", "knn_acc", "knn_k", "probe_settings")
+    record = {"checkpoint": str(checkpoint.resolve()), "latents": str(out), **{key: card[key] for key in keys}}
+    record |= {"splits": card["splits"], "batch_size": card["encoding"]["batch_size"], "dataset": card["dataset"]}
+    path = checkpoint.parent.parent / store.PROBE_RECORD
+    part = path.with_suffix(".part")
+    part.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(part, path)
 
 
 def _encode_shard(
@@ -267,7 +284,7 @@ def _card(
         "dataset": dataset_description(datamodule),
         "splits": sizes,
         "labels": labelled,
-        "command": command if command is not None else shlex.join(["gon-lightning", *sys.argv[1:]]),
+        "command": command if command is not None else command_line(),
     }
 
 

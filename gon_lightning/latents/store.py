@@ -30,6 +30,8 @@ from gon_lightning.errors import UserError
 
 FORMAT_VERSION = 1
 CARD = "latents.json"
+#: written into a checkpoint's run folder by an encoding with probes: what `export`'s model card reports
+PROBE_RECORD = "latent_probes.json"
 DATA = "data"
 COLUMNS = ("latents", "sse", "labels")
 

@@ -21,12 +21,13 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from gon_lightning.errors import UserError
+from gon_lightning.metrics.copying import CopyingTest
+from gon_lightning.metrics.distances import BLOCK_ELEMENTS, as_float64, rows_per_block, squared_distances
 
 INCEPTION = "inception"
 NEAREST_K = 5  # Naeem et al.'s choice for density and coverage; the same k serves precision and recall
 KID_SUBSETS = 100  # torchmetrics' and the KID paper's defaults
 KID_SUBSET_SIZE = 1000
-BLOCK_ELEMENTS = 1 << 23  # distances held at once by the k-NN passes (64 MiB in float64)
 
 
 class IdentityFeatures(nn.Module):
@@ -47,15 +48,9 @@ def figure_names(extractor: str) -> dict[str, str]:
     return {"fd": f"fd_{extractor}", "kd_mean": f"kd_mean_{extractor}", "kd_std": f"kd_std_{extractor}"}
 
 
-def _as_float64(features: Tensor, what: str) -> Tensor:
-    if features.dim() != 2 or len(features) < 2:
-        raise UserError(f"{what} must be at least 2 feature vectors (N, d), got shape {tuple(features.shape)}")
-    return features.detach().to(torch.float64)
-
-
 def frechet_distance(real: Tensor, fake: Tensor) -> float:
     """The Fréchet distance between Gaussians fitted to two feature sets (N, d) and (M, d), in float64."""
-    real, fake = _as_float64(real, "real features"), _as_float64(fake, "fake features")
+    real, fake = as_float64(real, "real features"), as_float64(fake, "fake features")
     metric = FrechetInceptionDistance(feature=IdentityFeatures(real.shape[1]), sync_on_compute=False)
     metric.set_dtype(torch.float64)
     metric.update(real, real=True)
@@ -68,7 +63,7 @@ def kernel_distance(
 ) -> tuple[float, float]:
     """Mean and standard deviation over `subsets` random subsets of the squared MMD with the cubic polynomial
     kernel (the KID estimator); subsets of min(subset_size, N, M), drawn from a generator seeded with `seed`."""
-    real, fake = _as_float64(real, "real features"), _as_float64(fake, "fake features")
+    real, fake = as_float64(real, "real features"), as_float64(fake, "fake features")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*will save all extracted features.*")
         metric = KernelInceptionDistance(
@@ -86,23 +81,14 @@ def kernel_distance(
     return float(mean), float(std)
 
 
-def _squared_distances(a: Tensor, b: Tensor) -> Tensor:
-    """(len(a), len(b)) squared Euclidean distances; float64 keeps the expansion's rounding far below any gap."""
-    return (a.square().sum(1)[:, None] + b.square().sum(1)[None, :] - 2 * a @ b.T).clamp_min_(0)
-
-
-def _rows_per_block(columns: int, block_elements: int) -> int:
-    return max(1, block_elements // max(1, columns))
-
-
 def kth_neighbour_radii(x: Tensor, k: int, block_elements: int = BLOCK_ELEMENTS) -> Tensor:
     """Squared distance from each row of x to its k-th nearest other row (the radius of its k-NN ball)."""
     if len(x) <= k:
         raise UserError(f"nearest_k={k} needs more than {k} feature vectors per set, got {len(x)}")
     radii = []
-    for block in x.split(_rows_per_block(len(x), block_elements)):
+    for block in x.split(rows_per_block(len(x), block_elements)):
         # k + 1 smallest: the row itself (distance 0) comes first
-        radii.append(_squared_distances(block, x).topk(k + 1, dim=1, largest=False).values[:, k])
+        radii.append(squared_distances(block, x).topk(k + 1, dim=1, largest=False).values[:, k])
     return torch.cat(radii)
 
 
@@ -116,7 +102,7 @@ def precision_recall_density_coverage(
     against itself has precision, recall and coverage 1 and density (k + 1) / k, since each real point's ball holds
     itself and its k neighbours. At most `block_elements` distances are held at once.
     """
-    real, fake = _as_float64(real, "real features"), _as_float64(fake, "fake features")
+    real, fake = as_float64(real, "real features"), as_float64(fake, "fake features")
     if real.shape[1] != fake.shape[1]:
         raise UserError(f"real and fake features differ in size: {real.shape[1]} and {fake.shape[1]}")
     real_radii = kth_neighbour_radii(real, nearest_k, block_elements)
@@ -125,8 +111,8 @@ def precision_recall_density_coverage(
     real_in_fake_ball = torch.zeros(len(real), dtype=torch.bool, device=real.device)
     real_covered = torch.zeros(len(real), dtype=torch.bool, device=real.device)
     start = 0
-    for block in real.split(_rows_per_block(len(fake), block_elements)):
-        distances = _squared_distances(block, fake)  # (rows of real, all fake)
+    for block in real.split(rows_per_block(len(fake), block_elements)):
+        distances = squared_distances(block, fake)  # (rows of real, all fake)
         inside_real = distances <= real_radii[start : start + len(block), None]
         fake_in_real_balls += inside_real.sum(0)
         real_covered[start : start + len(block)] = inside_real.any(1)
@@ -178,9 +164,15 @@ def score_samples(
     nearest_k: int = NEAREST_K,
     seed: int = 0,
     kid_subsets: int = KID_SUBSETS,
+    held_out: Tensor | CopyingTest | None = None,
 ) -> dict[str, float]:
     """The evaluation protocol (docs/sample_quality.md): `score_features` of `fake` against the whole `reference`
     for the Fréchet and kernel distances, and against a subset of it as large as `fake` (seeded) for precision,
-    recall, density and coverage."""
+    recall, density and coverage. With `held_out` (features of unseen real images, or a `CopyingTest` fitted to
+    the reference and them) also `copy_ratio` and `copying_z` (`copying.py`)."""
     manifold = seeded_subset(reference, len(fake), seed)
-    return score_features(reference, fake, extractor, nearest_k, manifold, kid_subsets, seed=seed)
+    figures = score_features(reference, fake, extractor, nearest_k, manifold, kid_subsets, seed=seed)
+    if held_out is not None:
+        test = held_out if isinstance(held_out, CopyingTest) else CopyingTest(reference, held_out, seed=seed)
+        figures.update(test.score(fake))
+    return figures

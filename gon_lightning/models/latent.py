@@ -321,7 +321,7 @@ class LatentModel(ImageModel):
             if name not in wanted:
                 del self.priors[name]
         for name, spec in wanted.items():
-            current = self.priors.get(name, None)
+            current = self.priors[name] if name in self.priors else None  # noqa: SIM401 (a ModuleDict: no .get)
             if current is None or current.spec() != spec:
                 self.priors[name] = build_prior(spec).to(self.latent_device())
         self._default_prior = specs.get("default")

@@ -22,6 +22,8 @@ from gon_lightning.runs.checkpoints import (
 )
 from gon_lightning.runs.configs import (
     PACKAGED_CONFIGS,
+    Invocation,
+    command_line,
     config_filename,
     packaged_config,
     resolve_config_names,
@@ -67,8 +69,10 @@ __all__ = [
     "PACKAGED_CONFIGS",
     "RUN_DIR_ENV",
     "WANDB_ID_ENV",
+    "Invocation",
     "UnfinishedRun",
     "check_model_checkpoint",
+    "command_line",
     "config_filename",
     "configure_loggers",
     "discard_unfinished_run",

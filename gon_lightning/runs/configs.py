@@ -38,14 +38,16 @@ def resolve_config_names(args: list[str]) -> list[str]:
     return resolved
 
 
-#: the commands that, given --ckpt_path and no --config, read the checkpoint's run config
-RUN_CONFIG_COMMANDS = ("export", "evaluate", "predict")
+#: the commands that, given --ckpt_path and no --config, read the checkpoint's run config: the first two need it,
+#: the others use it where there is one (a checkpoint elsewhere takes the model and data options given)
+RUN_CONFIG_COMMANDS = ("export", "encode", "evaluate", "predict")
+NEEDS_RUN_CONFIG = ("export", "encode")
 
 
 def with_run_config(args: list[str]) -> list[str]:
-    """`gon-lightning export|evaluate|predict --ckpt_path CKPT` without --config: the run's `config.yaml` beside CKPT's
-    `checkpoints/` folder gives the model and data options (the checkpoint's hyperparameters then replace the
-    model's, as for any --ckpt_path). Other commands, and a command given --config, are left as they are."""
+    """`gon-lightning export|evaluate|predict|encode --ckpt_path CKPT` without --config: the run's `config.yaml`
+    beside CKPT's `checkpoints/` folder gives the model and data options (the checkpoint's hyperparameters then
+    replace the model's, as for any --ckpt_path). Other commands, and a command given --config, are left as they are."""
     tokens = list(args)
     command = next((t for t in tokens if t in RUN_CONFIG_COMMANDS), None)
     if command is None or any(t in ("--config", "-c") or t.startswith("--config=") for t in tokens):
@@ -58,6 +60,8 @@ def with_run_config(args: list[str]) -> list[str]:
         return tokens
     run_config = Path(ckpt).parent.parent / "config.yaml"
     if Path(ckpt).parent.name != "checkpoints" or not run_config.is_file():
+        if command not in NEEDS_RUN_CONFIG:
+            return tokens  # a missing file is named by the checkpoint's own check
         raise UserError(
             f"--ckpt_path {ckpt} lies outside a run folder (no config.yaml beside its checkpoints/ folder): give the "
             "config it was trained with, --config CONFIG"
@@ -78,3 +82,18 @@ def run_name(config: Namespace) -> str:
 def config_filename(subcommand: str | None) -> str:
     """`config.yaml` for the training run; `test-config.yaml` etc. for later commands on the same run."""
     return "config.yaml" if subcommand in (None, "fit") else f"{subcommand}-config.yaml"
+
+
+class Invocation:
+    """The command line of the command this process runs, as the user gave it (for the records that name it)."""
+
+    args: list[str] | None = None
+
+
+def command_line() -> str:
+    """`gon-lightning <args>`, quoted for a shell: the user's command (sys.argv when `main` was given none)."""
+    import shlex
+    import sys
+
+    args = Invocation.args if Invocation.args is not None else sys.argv[1:]
+    return shlex.join(["gon-lightning", *args])

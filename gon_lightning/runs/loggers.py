@@ -113,4 +113,25 @@ def configure_loggers(logger: Any, run_dir: Path, wandb_id: str | None, group: s
         elif name in ("CSVLogger", "TensorBoardLogger") and args.get("save_dir") in (None, ".", "runs"):
             args.save_dir = str(run_dir)
             args.name = "logs"
+        elif name == "MLFlowLogger":
+            configure_mlflow(args, run_dir)
     return note
+
+
+MLFLOW_DB = "mlflow.db"
+MLFLOW_ARTIFACTS = "mlflow-artifacts"
+
+
+def configure_mlflow(args: Namespace, run_dir: Path) -> None:
+    """MLflow's tracking store: the user's (`tracking_uri`, or MLFLOW_TRACKING_URI), else a SQLite database in the run
+    folder, `<run>/mlflow.db`, with the artifacts beside it. Lightning's own default, a `./mlruns` folder, is
+    MLflow's file store, which MLflow 3 keeps in maintenance mode and refuses unless MLFLOW_ALLOW_FILE_STORE is set.
+    `mlflow ui --backend-store-uri sqlite:///<run>/mlflow.db` shows the run."""
+    if args.get("run_name") is None:
+        args.run_name = run_dir.name
+    if args.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI"):
+        return  # a server or store of the user's: left as given
+    folder = run_dir.resolve()
+    args.tracking_uri = f"sqlite:///{folder / MLFLOW_DB}"
+    if args.get("artifact_location") is None:
+        args.artifact_location = (folder / MLFLOW_ARTIFACTS).as_uri()
