@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 import torch
-from torchvision.utils import save_image
+from PIL import Image
+from torchvision.utils import make_grid
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             images = model.sample(args.nrow * args.nrow, sampler)
         path = args.out / f"{args.prefix}-{sampler}.png"
-        save_image(images.clamp(0, 1), path, nrow=args.nrow, padding=2, pad_value=1.0)
+        grid = make_grid(images.clamp(0, 1), nrow=args.nrow, padding=2, pad_value=1.0)
+        pixels = grid.mul(255).add(0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        grey = images.shape[1] == 1  # make_grid repeats one channel three times: written back as one, a third the size
+        Image.fromarray(pixels[..., 0] if grey else pixels).save(path, optimize=True)  # uint8: L or RGB
         print(f"{sampler}: {path}", flush=True)
     return 0
 
