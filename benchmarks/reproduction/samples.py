@@ -285,7 +285,7 @@ def compare_report(runs: list[Trained], args: argparse.Namespace, wall: float) -
         "measure how real the samples look, recall and coverage how much of the data they cover (k-NN manifolds, "
         "higher is better). `real test images` is the dataset's own test split scored the same way: the floor "
         "a perfect model would reach. The learned priors (`diffusion`: flow matching, `flow`: a zuko normalizing "
-        "flow) are trained post hoc on each model checkpoint's training latents (`gon-lightning fit --model "
+        "flow) are trained post hoc on each model checkpoint's training latents (`gon-lightning fit "
         "--config prior[_flow] --data.ckpt_path <checkpoint>`) and evaluated through their own "
         "checkpoint; `prior s` is that training's seconds (the trainer's `time/train_s`: without the process "
         "start or encoding the latents). `copy_ratio` is the median distance of the samples to their nearest "
