@@ -9,6 +9,10 @@ measured at `--points` pixel evaluations is scaled to `--batch` images.
 
     python benchmarks/implicit_memory.py                   # 32, 64, 128 px, paper widths, RGB, scaled to batch 64
     python benchmarks/implicit_memory.py --sizes 28 --channels 1   # the reference's MNIST set-up
+    python benchmarks/implicit_memory.py --sizes 64 --fractions 1 0.5 0.25   # pixel subsampling (COIN++'s)
+
+`--fractions` sets `train_pixel_fraction`: a step then evaluates that fraction of each image's pixels (the
+measured batch stays the one of the whole image, so the figures compare like for like).
 """
 
 from __future__ import annotations
@@ -21,15 +25,16 @@ import sys
 import warnings
 
 
-def measure(size: int, batch: int, channels: int) -> dict[str, float]:
-    """One training step of the paper-width implicit GON at `size` px and `batch` images, in this process."""
+def measure(size: int, batch: int, channels: int, fraction: float = 1.0) -> dict[str, float]:
+    """One training step of the paper-width implicit GON at `size` px and `batch` images, evaluating `fraction` of
+    each image's pixels, in this process."""
     import torch
 
     from gon_lightning.models import ImplicitGON
 
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
-    model = ImplicitGON(image_shape=(channels, size, size))
+    model = ImplicitGON(image_shape=(channels, size, size), train_pixel_fraction=fraction)
     optimizer = torch.optim.Adam(model.parameters())
     model.training_step(torch.rand(1, channels, 4, 4), 0).backward()  # warm up: Adam state, code paths (4x4 px)
     optimizer.step()
@@ -55,21 +60,28 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="the batch the figures are scaled to")
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--points", type=int, default=65536, help="pixel evaluations (batch x pixels) measured")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[1.0], help="train_pixel_fraction values")
     parser.add_argument("--child", type=int, nargs=2, help=argparse.SUPPRESS)  # size, batch: measure in-process
+    parser.add_argument("--fraction", type=float, default=1.0, help=argparse.SUPPRESS)  # the child's
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(*args.child, args.channels)))
+        print(json.dumps(measure(*args.child, args.channels, args.fraction)))
         return
     batch = args.batch
-    print(f"| side | measured batch | saved activations at batch {batch} | peak RSS growth at batch {batch} |")
-    print("|---|---|---|---|")
+    print(
+        f"| side | pixel fraction | measured batch | saved activations at batch {batch} | "
+        f"peak RSS growth at batch {batch} |"
+    )
+    print("|---|---|---|---|---|")
     for size in args.sizes:
         batch = max(1, args.points // size**2)
-        child = [sys.executable, __file__, "--child", str(size), str(batch), "--channels", str(args.channels)]
-        figures = json.loads(subprocess.run(child, check=True, capture_output=True, text=True).stdout)
-        scale = args.batch / batch / 1024  # to the requested batch, in GiB
-        saved, rss = figures["saved_mib"] * scale, figures["peak_rss_mib"] * scale
-        print(f"| {size} | {batch} | {saved:.1f} GiB | {rss:.1f} GiB |", flush=True)
+        for fraction in args.fractions:
+            child = [sys.executable, __file__, "--child", str(size), str(batch), "--channels", str(args.channels)]
+            child += ["--fraction", str(fraction)]
+            figures = json.loads(subprocess.run(child, check=True, capture_output=True, text=True).stdout)
+            scale = args.batch / batch / 1024  # to the requested batch, in GiB
+            saved, rss = figures["saved_mib"] * scale, figures["peak_rss_mib"] * scale
+            print(f"| {size} | {fraction:g} | {batch} | {saved:.1f} GiB | {rss:.1f} GiB |", flush=True)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,15 @@ Run from the repository root (about a minute per contender at 1 GB on 2 cores):
 
     python benchmarks/memory.py --root /tmp/gon-memory
     python benchmarks/memory.py --root /tmp/gon-memory --contenders one two two-copy --size-mb 1000
+
+`--mnist-root DIR` (a folder holding MNIST/raw/, torchvision's layout) measures instead what a user's run holds:
+the paper's GON (nz 4, ngf 1: the model costs next to nothing) trains one full epoch of real MNIST, CSV logger,
+validation off, image panels on, as `one` and `two` at `--mnist-sizes` (default 32 and 128 px: 72 MB and 1.15 GB
+decoded). The data's share of each run is its peak summed PSS less the same run's at the smallest size (the
+interpreters cancel); `--max-ratio R` fails the benchmark when the two ranks' share exceeds R times one process's
+(1.15: the dataset once per node, plus what each rank's batches cost):
+
+    python benchmarks/memory.py --root /tmp/gon-memory --mnist-root /tmp/mnistroot --max-ratio 1.15
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 BENCHMARKS = Path(__file__).resolve().parent
 REPO = BENCHMARKS.parent
@@ -103,7 +113,35 @@ def fit_command(args: argparse.Namespace, contender: str) -> list[str]:
     return command
 
 
-def measure(args: argparse.Namespace, contender: str, cache: Path) -> dict[str, float]:
+def mnist_command(args: argparse.Namespace, contender: str, size: int) -> list[str]:
+    """The issue-38 run: the paper's GON, as small as it goes, one epoch of full MNIST at `size` px."""
+    ranks = 1 if contender == "one" else 2
+    command = [
+        sys.executable,
+        "-m",
+        "gon_lightning",
+        "fit",
+        "--config=gon_mnist",
+        f"--data.root={args.mnist_root}",
+        f"--data.image_size={size}",
+        "--data.download=false",
+        "--model.nz=4",
+        "--model.ngf=1",
+        "--trainer.accelerator=cpu",
+        f"--trainer.devices={ranks}",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_val_batches=0",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.logger=CSVLogger",
+        "--trainer.enable_progress_bar=false",
+        f"--runs_root={args.root / 'runs'}",
+    ]
+    if ranks > 1:
+        command.append("--trainer.strategy=ddp")
+    return command
+
+
+def measure(args: argparse.Namespace, contender: str, cache: Path, size: int | None = None) -> dict[str, float]:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO), str(BENCHMARKS)]),
@@ -112,8 +150,9 @@ def measure(args: argparse.Namespace, contender: str, cache: Path) -> dict[str, 
         "WANDB_MODE": "disabled",
     }
     start = time.monotonic()
-    process = subprocess.Popen(fit_command(args, contender), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    peak = {"Pss": 0, "Rss": 0, "processes": 0, "data": 0}
+    command = fit_command(args, contender) if size is None else mnist_command(args, contender, size)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    peak: dict[str, Any] = {"Pss": 0, "Rss": 0, "processes": 0, "data": 0, "anon": []}
     try:
         while process.poll() is None:
             if time.monotonic() - start > args.timeout:
@@ -123,7 +162,8 @@ def measure(args: argparse.Namespace, contender: str, cache: Path) -> dict[str, 
             pss, rss = sum(r.get("Pss", 0) for r in rollups), sum(r.get("Rss", 0) for r in rollups)
             if pss > peak["Pss"]:
                 data = sum(mapped_pss(pid, str(cache)) for pid in pids)
-                peak = {"Pss": pss, "Rss": rss, "processes": len(rollups), "data": data}
+                anon = [r.get("Pss_Anon", 0) for r in rollups]
+                peak = {"Pss": pss, "Rss": rss, "processes": len(rollups), "data": data, "anon": anon}
             time.sleep(args.interval)
     finally:
         if process.poll() is None:
@@ -142,7 +182,13 @@ def main() -> None:
     parser.add_argument("--contenders", nargs="+", default=["one", "two", "two-copy"])
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between PSS samples")
     parser.add_argument("--timeout", type=float, default=900, help="seconds one contender may run")
+    parser.add_argument("--mnist-root", type=Path, help="measure GON on real MNIST instead (see above)")
+    parser.add_argument("--mnist-sizes", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--max-ratio", type=float, help="fail when two ranks' data share exceeds R x one's")
     args = parser.parse_args()
+    if args.mnist_root is not None:
+        mnist(args)
+        return
 
     sys.path.insert(0, str(BENCHMARKS))
     from synthetic import SyntheticImages
@@ -165,6 +211,41 @@ def main() -> None:
         for contender, r in results.items():
             if contender != "one":
                 print(f"{contender} / one: PSS {r['Pss'] / results['one']['Pss']:.2f}x")
+
+
+def mnist(args: argparse.Namespace) -> None:
+    from gon_lightning.data import MNISTDataModule
+
+    sizes = sorted(args.mnist_sizes)
+    caches = {}
+    for size in sizes:  # decoded once, outside the measured processes
+        data = MNISTDataModule(root=args.mnist_root, image_size=size, download=False)
+        data.prepare_data()
+        caches[size] = data.cache_path
+        decoded = sum(p.stat().st_size for p in data.cache_path.glob("*.npy"))
+        print(f"MNIST at {size} px: {decoded / 1e9:.3f} GB decoded in {data.cache_path}", flush=True)
+    peaks: dict[tuple[str, int], dict[str, float]] = {}
+    for size in sizes:
+        for contender in ("one", "two"):
+            peaks[contender, size] = r = measure(args, contender, caches[size], size)
+            anon = ", ".join(f"{a / 1e9:.2f}" for a in r["anon"])
+            print(
+                f"{contender:4s} {size:4d} px: peak summed PSS {r['Pss'] / 1e9:.3f} GB, of which the mapped dataset "
+                f"{r['data'] / 1e9:.3f} GB; anonymous memory per process {anon} GB; {r['seconds']:.0f} s",
+                flush=True,
+            )
+    failed = []
+    for size in sizes[1:]:
+        share = {c: peaks[c, size]["Pss"] - peaks[c, sizes[0]]["Pss"] for c in ("one", "two")}
+        ratio = share["two"] / share["one"]
+        print(
+            f"data's share at {size} px (less the {sizes[0]} px run): one {share['one'] / 1e9:.3f} GB, two ranks "
+            f"{share['two'] / 1e9:.3f} GB: {ratio:.2f}x one process's"
+        )
+        if args.max_ratio is not None and ratio > args.max_ratio:
+            failed.append(f"{size} px: {ratio:.2f}x > --max-ratio {args.max_ratio}")
+    if failed:
+        sys.exit("two ranks hold more than the dataset once per node: " + "; ".join(failed))
 
 
 if __name__ == "__main__":

@@ -113,3 +113,19 @@ def test_fp16_batchnorm_benchmark_shows_the_paper_gon_skipping_every_step(tmp_pa
     assert done.returncode == 0, done.stderr[-2000:]
     skipped = {line.split()[0]: int(line.split()[-1]) for line in done.stdout.splitlines()[2:]}
     assert skipped == {"batch": 4, "batch-fp32": 0, "group": 0}
+
+
+def test_latent_format_compares_safetensors_and_parquet():
+    command = [sys.executable, str(ROOT / "benchmarks" / "latent_format.py"), "--rows", "500", "--nz", "4"]
+    done = subprocess.run([*command, "--shard", "200", "--repeats", "1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "safetensors  write" in done.stdout and "parquet      write" in done.stdout
+
+
+@pytest.mark.slow
+def test_encode_speed_reports_the_ratio_and_the_probes_cost(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "encode_speed.py"), "--rounds", "1", "--steps", "2"]
+    done = subprocess.run([*command, "--root", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ratio b/a" in done.stdout and "encode's latents == plain loop's: True" in done.stdout
+    assert "the probe's hook itself" in done.stdout

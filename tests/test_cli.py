@@ -32,9 +32,16 @@ def data_root(config: Path, request: pytest.FixtureRequest) -> Path:
 
 
 RUN_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if "sweeps" not in p.parts)  # sweeps: test_usability
+# functa's 15 x 512 SIREN with 3 second-order inner steps at 64 px: minutes on a CPU at its own size (shrunk, the
+# functa configs also run in test_inner_loop.py)
+FULL_SIZE_SLOW = ("functa_",)
 
 
-@pytest.mark.parametrize("config", RUN_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
+@pytest.mark.parametrize(
+    "config",
+    [pytest.param(p, marks=pytest.mark.slow) if p.stem.startswith(FULL_SIZE_SLOW) else p for p in RUN_CONFIGS],
+    ids=lambda p: str(p.relative_to(CONFIGS)),
+)
 def test_every_config_fits_and_tests(config: Path, request: pytest.FixtureRequest):
     size = config_image_size(config)
     root = str(data_root(config, request))

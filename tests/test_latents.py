@@ -4,6 +4,7 @@ GON trained a few steps on the fake MNIST."""
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 from pathlib import Path
 
@@ -140,6 +141,16 @@ def test_probes_are_scikit_learn_on_the_written_latents(ckpt: Path, tmp_path: Pa
     assert card["knn_k"] == KNN_K == 5
     assert card["linear_acc"] == (linear.predict(x_test) == test["labels"].numpy()).mean()
     assert card["knn_acc"] == (knn.predict(x_test) == test["labels"].numpy()).mean()
+    # benchmarks/encode_check.py, reading the Parquet files without gon-lightning, finds the same
+    import subprocess
+    import sys
+
+    check = Path(__file__).resolve().parents[1] / "benchmarks" / "encode_check.py"
+    done = subprocess.run(
+        [sys.executable, str(check), str(tmp_path / "z"), str(tmp_path / "z")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("equal: True") == 2 and "bit for bit: True" in done.stdout
     with pytest.raises(UserError, match="at least 5 training latents"):
         probe_accuracies(np.zeros((3, 2)), np.array([0, 1, 0]), np.zeros((1, 2)), np.array([0]))
 
@@ -228,6 +239,8 @@ def test_encode_an_unlabelled_image_folder_and_refuse_its_probes(ckpt: Path, tmp
     card = read_card(tmp_path / "z")
     assert sum(card["splits"].values()) == 24 and "linear_acc" not in card
     assert "labels" not in read_split(tmp_path / "z", "train")
+    main(["encode", "--ckpt_path", str(ckpt), "--out", str(tmp_path / "off"), "--probes", "false"])  # labelled
+    assert "probes: off (--probes false)" in capsys.readouterr().out and "linear_acc" not in read_card(tmp_path / "off")
 
 
 def test_encode_command_bad_inputs_end_in_one_line_with_nothing_written(
@@ -251,3 +264,22 @@ def test_encode_command_bad_inputs_end_in_one_line_with_nothing_written(
     with pytest.raises(SystemExit, match=r"^gon-lightning: error: could not write the encoded latents .*ENOSPC"):
         main([*encode_args, "--shard_batches", "2"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "run"]
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_encode_the_latents_one_process_encodes(ckpt: Path, tmp_path: Path):
+    """`--trainer.strategy ddp --trainer.devices 2` on the CPU: each process encodes its shards; the same folder."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "gon_lightning", "encode", "--ckpt_path", str(ckpt), "--shard_batches", "3"]
+    ddp = ["--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([*command, *ddp, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("encoded 256 train, 64 test latents") == 1  # rank 0 says it
+    encode_checkpoint(ckpt, tmp_path / "one", shard_batches=3)
+    for split in ("train", "test"):
+        a, b = read_split(tmp_path / "one", split), read_split(tmp_path / "two", split)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert read_card(tmp_path / "two")["linear_acc"] == read_card(tmp_path / "one")["linear_acc"]

@@ -17,7 +17,7 @@ from pytorch_lightning.plugins import MixedPrecision
 from test_order import PROBES, read_order
 from test_scale import SyncCounter
 
-from gon_lightning.callbacks import DivergenceError, DivergenceGuard, checkpointing, images
+from gon_lightning.callbacks import DivergenceError, DivergenceGuard, checkpointing, divergence, images
 from gon_lightning.cli import main
 from gon_lightning.data import MNISTDataModule, cache
 from gon_lightning.errors import WriteError
@@ -228,7 +228,9 @@ def test_fp16_diverges_when_the_loss_scale_collapses(mnist_root: Path):
 
 def test_the_divergence_check_reads_nothing_on_the_host_between_its_checks(mnist_root: Path, monkeypatch):
     """Each step's loss and gradient norm stay on the device: no host read inside training batches (a GPU would
-    wait for its queue at each); the guard reads them at its checks only (every 4 steps here: none in these 3)."""
+    wait for its queue at each); the guard reads them at its checks only (every 4 steps here: none in these 3). The
+    CPU stands in for a GPU here: on the CPU itself the guard reads each step at once (the next test)."""
+    monkeypatch.setattr(divergence, "READ_AT_ONCE", ())
     counter = SyncCounter(monkeypatch)
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -242,6 +244,31 @@ def test_the_divergence_check_reads_nothing_on_the_host_between_its_checks(mnist
     )
     trainer.fit(GON(nz=8, ngf=4), datamodule=MNISTDataModule(root=mnist_root, batch_size=32, download=False))
     assert counter.calls == [], counter.calls[:3]
+
+
+def test_on_the_cpu_no_tensor_of_the_divergence_check_outlives_its_step(mnist_root: Path):
+    """Issue 38: tensors kept across steps were small allocations between each step's large ones, and a hundred of
+    them alive kept glibc's heap from returning the freed batch buffers (a DDP rank of the GON at 128 px grew by
+    about 100 MB between checks). On the CPU each step's values are plain numbers."""
+    guard, seen = DivergenceGuard(check_every_n_steps=100), []
+
+    class Look(pl.Callback):  # after the guard's batch end: what it keeps until its next check
+        def on_train_batch_end(self, *args: Any) -> None:
+            seen.append(list(guard._recorded))
+
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        callbacks=[guard, Look()],
+    )
+    trainer.fit(GON(nz=8, ngf=4), datamodule=MNISTDataModule(root=mnist_root, batch_size=32, download=False))
+    assert [len(step) for step in seen] == [1, 2, 3]  # recorded, not yet checked
+    assert all(isinstance(value, float) for step in seen[-1] for value in step), seen[-1]
 
 
 def test_non_finite_weights_are_never_written_whatever_made_them(tmp_path: Path):

@@ -79,7 +79,8 @@ def test_detached_gon_loads_the_hyperparameters_its_checkpoints_hold():
         "norm_eval": "batch",
     }
     model = models.DetachedGON(**old)
-    assert model.detach_latent and dict(model.hparams) == {**old, "decoder": None, "gmm_components": 10}  # added since
+    added_since = {"decoder": None, "gmm_components": 10, "inner_steps": 1, "inner_lr": 1.0, "inner_lr_init": None}
+    assert model.detach_latent and dict(model.hparams) == {**old, **added_since}
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,14 @@ class CheckBatchIndices(Callback):
         os.environ["BATCHES_CHECKED"] = str(int(os.environ.get("BATCHES_CHECKED", 0)) + 1)
 
 
+class SaveProbeHead(Callback):
+    """Save the probe's head weights as the fit starts (after the probe built it), to PROBE_HEAD_FILE."""
+
+    def on_fit_start(self, trainer, pl_module):
+        (probe,) = [c for c in trainer.callbacks if isinstance(c, OnlineLinearProbe)]
+        torch.save(probe.head[1].weight.detach().clone(), os.environ["PROBE_HEAD_FILE"])
+
+
 def fit(data: Path, runs: Path, *extra: str) -> Path:
     main([*base_args(data, runs, "--trainer.limit_train_batches=3", "--data.init_args.val_fraction=0.25", *extra)])
     return only_run(runs)
@@ -49,6 +57,12 @@ def test_the_probe_leaves_the_run_as_it_was_and_logs_its_accuracy(_mnist_files: 
     with open(probed / "logs" / "version_0" / "metrics.csv") as file:
         (rows,) = [r for r in csv.DictReader(file) if r.get("probe/acc")]
     assert 0 <= float(rows["probe/acc"]) <= 1 and 0 <= float(rows["probe/train_acc"]) <= 1
+
+    # resumed, the head goes on from the checkpoint's (a fresh head would start from its seed's weights)
+    os.environ["PROBE_HEAD_FILE"] = str(tmp_path / "head.pt")
+    resume = ["--config", str(probed / "config.yaml"), "--ckpt_path", str(probed / "checkpoints" / "last.ckpt")]
+    main(["fit", *resume, "--trainer.max_epochs=2", "--trainer.callbacks+=tests.test_probe.SaveProbeHead"])
+    assert torch.equal(torch.load(tmp_path / "head.pt"), head["head"]["1.weight"])
 
 
 def test_the_probe_refuses_a_model_without_latents_or_labels(tmp_path: Path):

@@ -1,10 +1,14 @@
 """Stop a run whose loss or gradients go non-finite before any checkpoint holds its weights (docs/runs.md).
 
-Reading a tensor's value on the host waits for the GPU (a synchronisation), so nothing is read per step: each
-step's loss and gradient norm stay on the device (0-dim tensors kept in a list), and they are stacked and read
-every `check_every_n_steps` steps, before validation, at each epoch end and before every checkpoint. The first
-non-finite one names the step. The weights of the steps after it are never written: the check before a save
-stops the run first, so `last.ckpt` keeps the last good state.
+Reading a tensor's value on the host waits for the GPU (a synchronisation), so on a GPU nothing is read per step:
+each step's loss and gradient norm stay on the device (0-dim tensors kept in a list), and they are stacked and read
+every `check_every_n_steps` steps, before validation, at each epoch end and before every checkpoint. On the CPU a
+read waits for nothing, and tensors kept across steps would cost memory: each is a small allocation made between the
+step's large ones, and a hundred of them alive in glibc's heap keep it from returning the freed batch buffers, so a
+process grew by about a batch's activations every step between checks (measured: a DDP rank of the GON at 128 px,
++120 MiB between its batches 24 and 100; issue 38, docs/data_at_scale.md). There each step's values are read
+at once as Python numbers. The first non-finite one names the step. The weights of the steps after it are never
+written: the check before a save stops the run first, so `last.ckpt` keeps the last good state.
 
 Under `precision: 16-mixed` a non-finite loss or gradient is an fp16 overflow the GradScaler handles (it skips
 the step and halves its scale), not divergence; a run diverges there when the scale has fallen below
@@ -25,6 +29,7 @@ from gon_lightning.runs import UnfinishedRun, surviving_checkpoint
 
 LOSS, GRADIENTS, SCALE = 0, 1, 2  # the rows of what a check reads
 NON_FINITE_INPUT = "all elements of input should be between 0 and 1"  # binary_cross_entropy fed NaN
+READ_AT_ONCE = ("cpu",)  # devices whose values are read at each step: a read waits for no queue there
 
 
 class DivergenceError(UserError):
@@ -47,8 +52,9 @@ class DivergenceGuard(Callback):
         positive("divergence.min_loss_scale", min_loss_scale)
         self.check_every_n_steps = check_every_n_steps
         self.min_loss_scale = min_loss_scale
-        # per recorded batch, device tensors (stacked and read at a check): loss, gradient norm, loss scale
-        self._recorded: list[tuple[Tensor, Tensor, Tensor]] = []
+        # per recorded batch (stacked and read at a check): loss, gradient norm, loss scale; device tensors on a GPU,
+        # floats on the CPU (no tensor outlives its step there: see the module's docstring)
+        self._recorded: list[tuple[Tensor | float, Tensor | float, Tensor | float]] = []
         self._steps: list[tuple[int, int]] = []  # (global step after it, epoch) of each recorded batch
         self._loss: Tensor | None = None  # this batch's, until its end
         self._norm: Tensor | None = None
@@ -75,7 +81,10 @@ class DivergenceGuard(Callback):
         scaler = _scaler(trainer)
         # after the scaler's update: the scale the next step starts with (a 0-dim tensor, like the loss)
         scale = scaler.scale(torch.ones((), device=loss.device)) if scaler is not None else loss
-        self._recorded.append((loss, loss if norm is None else norm, scale))
+        values = (loss, loss if norm is None else norm, scale)
+        if loss.device.type in READ_AT_ONCE:
+            values = tuple(float(v) for v in values)  # type: ignore[assignment]  (no wait: nothing is queued)
+        self._recorded.append(values)
         self._steps.append((trainer.global_step, trainer.current_epoch))
         if len(self._steps) >= self.check_every_n_steps:
             self.check(trainer, pl_module, every_rank=True)
@@ -121,7 +130,7 @@ class DivergenceGuard(Callback):
         if not recorded and not every_rank:
             return
         if recorded:  # (3, steps) on the host: the one synchronisation
-            values = torch.stack([torch.stack([v.float().reshape(()) for v in step]) for step in recorded], 1).cpu()
+            values = torch.stack([torch.stack([_scalar(v) for v in step]) for step in recorded], 1).cpu()
         else:
             values = torch.zeros(3, 0)
         if _scaler(trainer) is not None:
@@ -162,6 +171,10 @@ class DivergenceGuard(Callback):
         if _scaler(trainer) is not None:
             tries.append("--trainer.precision bf16-mixed instead of 16-mixed")
         return f"training diverged: {which} at step {step} (epoch {epoch}); {kept}. Try {', or '.join(tries)}"
+
+
+def _scalar(value: Tensor | float) -> Tensor:
+    return value.float().reshape(()) if isinstance(value, Tensor) else torch.tensor(value, dtype=torch.float32)
 
 
 def _scaler(trainer: pl.Trainer) -> Any:

@@ -47,6 +47,7 @@ class OnlineLinearProbe(Callback):
         self._state: dict[str, Any] | None = None
         self._counts: dict[str, Tensor] = {}
         self._val_order: Tensor | None = None
+        self._classes = 0
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         from gon_lightning.models.latent import LatentModel
@@ -65,9 +66,14 @@ class OnlineLinearProbe(Callback):
         labels = datamodule.labels_at("train", torch.arange(len(datamodule.datasets["train"])))
         if labels is None or len(labels) == 0 or bool((labels < 0).any()):
             raise UserError(f"OnlineLinearProbe needs labels, and {type(datamodule).__name__}'s images have none")
-        classes = self.num_classes or int(labels.max()) + 1
+        self._classes = self.num_classes or int(labels.max()) + 1
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # built here, not in `setup`: the strategy has moved the model to its device by now, and the head and its
+        # optimizer's state (restored from a checkpoint) must live there too
+        classes = self._classes
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
+            torch.default_generator.manual_seed(self.seed)  # built on the CPU: no device generator is touched
             self.head = nn.Sequential(nn.BatchNorm1d(pl_module.nz, affine=False), nn.Linear(pl_module.nz, classes))
         self.head.to(pl_module.device)
         self.optimizer = torch.optim.Adam(self.head.parameters(), lr=self.lr)

@@ -108,6 +108,8 @@ def summary(card: dict[str, Any], out: Path) -> str:
             f"probes (standardised latents, train -> test): linear {100 * card['linear_acc']:.1f}%, "
             f"{card['knn_k']}-NN {100 * card['knn_acc']:.1f}%"
         )
+    elif all(card.get("labels", {}).get(split) for split in ("train", "test")):
+        lines.append("probes: off (--probes false)")
     else:
         lines.append("probes: the dataset has no labels, so no linear or k-NN accuracy (the latents are written)")
     return "\n".join(lines)

@@ -96,7 +96,7 @@ def per_image_sse(x_hat: Tensor, x: Tensor) -> Tensor:
     return (x_hat - x).square().flatten(1).sum(1)
 
 
-def _reconstruction_metrics() -> nn.ModuleDict:
+def reconstruction_metrics() -> nn.ModuleDict:
     return nn.ModuleDict({"sse": MeanMetric(), "mse": MeanSquaredError(), "psnr": PeakSignalNoiseRatio(data_range=1.0)})
 
 
@@ -139,8 +139,8 @@ class ImageModel(pl.LightningModule, ABC):
         self.image_shape = tuple(image_shape)
         self.lr = lr
         self.norm_eval = norm_eval
-        self.val_metrics = _reconstruction_metrics()
-        self.test_metrics = _reconstruction_metrics()
+        self.val_metrics = reconstruction_metrics()
+        self.test_metrics = reconstruction_metrics()
 
     # The generation interface shared by predict and the image callbacks. A model implements what it can;
     # the rest raise NotImplementedError, which callers treat as "this model has no such picture".
@@ -247,11 +247,13 @@ class ImageModel(pl.LightningModule, ABC):
     _train_images = 0
     _epoch_means: dict[str, Tensor] | None = None
 
-    def log_train(self, loss: Tensor, x_hat: Tensor, x: Tensor) -> None:
+    def log_train(self, loss: Tensor, x_hat: Tensor, x: Tensor, sse: Tensor | None = None) -> None:
         """Record a training step: `train/loss` and `train/sse` (mean per-image SSE) every
-        `trainer.log_every_n_steps` steps, and their epoch means `train/loss_epoch`, `train/sse_epoch`."""
+        `trainer.log_every_n_steps` steps, and their epoch means `train/loss_epoch`, `train/sse_epoch`. `sse`: the
+        SSE per image where x_hat is not the whole image (a step on sampled pixels); None computes it."""
         n = len(x)
-        values = torch.stack([loss.detach().float(), per_image_sse(x_hat.detach(), x).mean().float()])
+        sse = per_image_sse(x_hat.detach(), x) if sse is None else sse.detach()
+        values = torch.stack([loss.detach().float(), sse.mean().float()])
         self._train_sums = values * n if self._train_sums is None else self._train_sums.add_(values, alpha=n)
         self._train_images += n
         trainer = self._trainer

@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor
 
 from gon_lightning.models.base import ConvNetModel
-from gon_lightning.models.origin import OriginModel
+from gon_lightning.models.inner_loop import InnerLoopModel
 
 
 def paper_loss(x_hat: Tensor, x: Tensor) -> Tensor:
@@ -15,10 +15,11 @@ def paper_loss(x_hat: Tensor, x: Tensor) -> Tensor:
     return (x_hat - x).square().sum(1).flatten(1).mean(1)
 
 
-class GON(ConvNetModel, OriginModel):
+class GON(ConvNetModel, InnerLoopModel):
     """GON: the latent is the negative gradient of the reconstruction loss at the origin, decoded by the paper's
-    convolutional decoder (or your own: `decoder`). Options: the decoder's (`ConvNetModel`), the origin step's
-    (`OriginModel`) and the shared ones (`ImageModel`); `--model.help GON` lists them all.
+    convolutional decoder (or your own: `decoder`). Options: the decoder's (`ConvNetModel`), the inner loop's
+    (`InnerLoopModel`: steps, step size, Meta-SGD), the origin step's (`OriginModel`) and the shared ones
+    (`ImageModel`); `--model.help GON` lists them all.
     """
 
     def __init__(self, **kwargs: Any) -> None:

@@ -9,13 +9,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gon_lightning.errors import MODEL, UserError, positive, positive_int, require
-from gon_lightning.models.origin import OriginModel
+from gon_lightning.models.base import per_image_sse
+from gon_lightning.models.inner_loop import InnerLoopModel
+from gon_lightning.nn.pixels import gather_pixels, random_pixels
 from gon_lightning.nn.siren import Encoding, Siren, coordinate_grid, make_encoding
 
 ImplicitLoss = Literal["mse", "bce"]
+Conditioning = Literal["concat", "shift"]
+PixelReduction = Literal["sum", "mean"]
 
 
-class ImplicitGON(OriginModel):
+class ImplicitGON(InnerLoopModel):
     """Implicit GON: pixel value = SIREN([encode(coordinate), z]), one output per channel.
 
     The image is a function of coordinates in [-1, 1]^2, so `render(z, size)` draws it at any resolution
@@ -23,11 +27,15 @@ class ImplicitGON(OriginModel):
     2 coordinates + z, i.e. layers [34, 256, 256, 256, 256, 1]: 206,593 parameters.
 
     The loss per image SUMS over pixels and channels (squared error, or BCE on logits): a per-pixel mean
-    makes the latent gradient H*W times smaller, and the origin step then barely leaves the origin. The
-    reported metric (mse) is per pixel, as published.
+    makes the latent gradient H*W times smaller, and the origin step of size 1 then barely leaves the origin
+    (`pixel_reduction` "mean" is for learned or larger step sizes, functa's). The reported metric (mse) is per
+    pixel, as published.
 
-    Other options: the origin step's (`OriginModel`) and the shared ones (`ImageModel`; norm_eval is moot: a
-    SIREN has no BatchNorm).
+    functa's network (Dupont et al., 2022) is `conditioning` "shift" with `inner_lr` "learned"
+    (configs/functa_celeba64.yaml; docs/gon_family.md, "Several inner steps, Meta-SGD and the functa preset").
+
+    Other options: the inner loop's (`InnerLoopModel`: inner_steps, inner_lr, Meta-SGD), the origin step's
+    (`OriginModel`) and the shared ones (`ImageModel`; norm_eval is moot: a SIREN has no BatchNorm).
 
     Args:
         nz: latent size (32, the reference's).
@@ -39,17 +47,26 @@ class ImplicitGON(OriginModel):
             (sin/cos at octave frequencies) or "gaussian" (random Fourier features).
         num_frequencies: NeRF octaves, or the number of Gaussian Fourier features.
         fourier_sigma: standard deviation of the Gaussian Fourier frequencies.
-        latent_modulation: also shift the phase of every sine layer by a linear map of z.
+        latent_modulation: also shift the phase of every sine layer by a linear map of z (with conditioning
+            "concat").
+        conditioning: how z enters the SIREN: "concat" (the reference's: z beside the coordinates at the input)
+            or "shift" (functa's shift-only FiLM modulations: the input is the coordinates alone, and a linear
+            map of z shifts every sine layer's pre-activation, sin(w0 (W x + b + shift)); the map's bias starts
+            at zero).
         loss: "mse" (output is the pixel value, clamped to [0, 1] for pictures and metrics) or "bce" (output
             is a logit; the pixel value is its sigmoid).
+        pixel_reduction: how the loss per image combines pixels and channels: "sum" (the reference's) or
+            "mean" (functa's and COIN++'s; the inner gradient is then H*W*C times smaller).
         learn_origin: start the inner step from a learned latent rather than from zero.
-        inner_steps: gradient steps on the inner loss (1 is the paper's single step from the origin).
-        inner_lr: size of each inner step (1 is the paper's z = z0 - grad).
+        train_pixel_fraction: the fraction of each image's pixels a training step evaluates, a random subset
+            per image and step (COIN++'s and GradNCP's subsampling; 1: every pixel). The inner and outer loss
+            of a step use the same subset; a summed loss is scaled by (all pixels / sampled), so it estimates
+            the whole image's and the inner step keeps its size. Evaluation always uses every pixel.
         render_chunk: pixels per image evaluated at once where no gradient is taken (renders, and the decoding
             of evaluation and panels): bounds their memory at large sizes (a 1024 px render of 16 images holds
             16 GiB per layer at once otherwise) and gives the same images. None evaluates every pixel at once.
-            Training steps always evaluate every pixel: their memory is the saved activations, 28 GiB at
-            128 px and batch 64 (docs/gon_family.md, "Memory per batch").
+            Training steps evaluate every (sampled) pixel at once: their memory is the saved activations, 28 GiB
+            at 128 px and batch 64 with every pixel (docs/gon_family.md, "Memory per batch").
     """
 
     def __init__(
@@ -62,10 +79,11 @@ class ImplicitGON(OriginModel):
         num_frequencies: int = 6,
         fourier_sigma: float = 10.0,
         latent_modulation: bool = False,
+        conditioning: Conditioning = "concat",
         loss: ImplicitLoss = "mse",
+        pixel_reduction: PixelReduction = "sum",
         learn_origin: bool = False,
-        inner_steps: int = 1,
-        inner_lr: float = 1.0,
+        train_pixel_fraction: float = 1.0,
         render_chunk: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -77,19 +95,31 @@ class ImplicitGON(OriginModel):
         positive(MODEL + "w0", w0)
         positive_int(MODEL + "num_frequencies", num_frequencies)
         positive(MODEL + "fourier_sigma", fourier_sigma)
-        positive_int(MODEL + "inner_steps", inner_steps)
-        positive(MODEL + "inner_lr", inner_lr)
+        require(conditioning in ("concat", "shift"), MODEL + "conditioning", conditioning, "'concat' or 'shift'")
+        if conditioning == "shift" and latent_modulation:
+            raise UserError(
+                f"{MODEL}latent_modulation: conditioning 'shift' already modulates every sine layer by z: drop it"
+            )
+        require(pixel_reduction in ("sum", "mean"), MODEL + "pixel_reduction", pixel_reduction, "'sum' or 'mean'")
+        fraction_ok = isinstance(train_pixel_fraction, (int, float)) and 0 < train_pixel_fraction <= 1
+        require(fraction_ok, MODEL + "train_pixel_fraction", train_pixel_fraction, "in (0, 1]")
         if render_chunk is not None:
             positive_int(MODEL + "render_chunk", render_chunk)
         self.render_chunk = render_chunk
-        self.inner_steps = inner_steps
-        self.inner_lr = inner_lr
+        self.conditioning = conditioning
+        self.pixel_reduction = pixel_reduction
+        self.train_pixel_fraction = train_pixel_fraction
+        self._train_pixels: Tensor | None = None  # (B, k): the pixels this training step samples, if it samples
         channels, height, width = self.image_shape
         if height != width:
             raise UserError(f"the implicit GON renders square images, got {height}x{width}")
         self.loss = loss
         self.encoding = make_encoding(encoding, num_frequencies, fourier_sigma)
-        self.siren = Siren(self.encoding.out_features + nz, list(widths), channels, w0, nz if latent_modulation else 0)
+        if conditioning == "shift":
+            self.siren = Siren(self.encoding.out_features, list(widths), channels, w0, nz, modulation="shift")
+        else:
+            inputs = self.encoding.out_features + nz
+            self.siren = Siren(inputs, list(widths), channels, w0, nz if latent_modulation else 0)
         self.origin = nn.Parameter(torch.zeros(nz)) if learn_origin else None
 
     def initial_latent(self, batch_size: int) -> Tensor:
@@ -109,20 +139,55 @@ class ImplicitGON(OriginModel):
         return out.transpose(1, 2).unflatten(2, (size, size)).contiguous()  # channel-major, as images are
 
     def _siren_at(self, z: Tensor, coords: Tensor) -> Tensor:
-        """The SIREN at encoded coordinates (P, E) for every latent: (B, P, C)."""
-        inputs = torch.cat([coords.expand(len(z), -1, -1), z[:, None].expand(-1, len(coords), -1)], dim=-1)
+        """The SIREN at encoded coordinates, (P, E) shared or (B, P, E) per image, for every latent: (B, P, C)."""
+        coords = coords.expand(len(z), -1, -1)
+        if self.conditioning == "shift":
+            return self.siren(coords, z[:, None])
+        inputs = torch.cat([coords, z[:, None].expand(-1, coords.shape[1], -1)], dim=-1)
         return self.siren(inputs, z[:, None])
 
     def to_image(self, raw: Tensor) -> Tensor:
         return raw.sigmoid() if self.loss == "bce" else raw.clamp(0, 1)
 
     def latent_loss(self, z: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Loss per image and the reconstruction; in a subsampling training step, of the sampled pixels only:
+        the reconstruction is then (B, C, k)."""
+        if self._train_pixels is not None:
+            return self._sampled_loss(z, x, self._train_pixels)
         raw = self.render_raw(z, x.shape[-1])
+        return self._per_image(raw, x, 1.0), self.to_image(raw.detach())
+
+    def _per_image(self, raw: Tensor, x: Tensor, scale: float) -> Tensor:
         if self.loss == "bce":
             per_pixel = F.binary_cross_entropy_with_logits(raw, x, reduction="none")
         else:
             per_pixel = (raw - x).square()
-        return per_pixel.flatten(1).sum(1), self.to_image(raw.detach())
+        if self.pixel_reduction == "mean":
+            return per_pixel.flatten(1).mean(1)
+        summed = per_pixel.flatten(1).sum(1)
+        return summed if scale == 1.0 else summed * scale
+
+    def _sampled_loss(self, z: Tensor, x: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        coords = self.encoding(coordinate_grid(x.shape[-1], z.device, z.dtype))[index]  # (B, k, E)
+        raw = self._siren_at(z, coords).transpose(1, 2)  # (B, C, k)
+        scale = x[0, 0].numel() / index.shape[1]  # a sum over k pixels, scaled to estimate the sum over all
+        return self._per_image(raw, gather_pixels(x, index), scale), self.to_image(raw.detach())
+
+    def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
+        if self.train_pixel_fraction == 1:
+            return super().training_step(x, batch_idx)
+        # drawn once per step, so the inner steps and the outer loss see the same pixels
+        self._train_pixels = random_pixels(len(x), x[0, 0].numel(), self.train_pixel_fraction, x.device)
+        try:
+            return super().training_step(x, batch_idx)
+        finally:
+            self._train_pixels = None
+
+    def log_train(self, loss: Tensor, x_hat: Tensor, x: Tensor, sse: Tensor | None = None) -> None:
+        if self._train_pixels is not None and sse is None:  # the sampled pixels' SSE, scaled to the whole image's
+            index = self._train_pixels
+            sse = per_image_sse(x_hat.detach(), gather_pixels(x, index)) * (x[0, 0].numel() / index.shape[1])
+        super().log_train(loss, x_hat, x, sse)
 
     def decode_latents(self, z: Tensor) -> Tensor:
         return self.to_image(self.render_raw(z, self.image_shape[-1]))

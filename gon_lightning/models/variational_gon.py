@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from gon_lightning.models.base import ConvNetModel, update_reconstruction_metrics
-from gon_lightning.models.origin import OriginModel
+from gon_lightning.models.inner_loop import InnerLoopModel
 from gon_lightning.models.variational import (
     EvalLatent,
     add_elbo_metrics,
@@ -20,7 +20,7 @@ from gon_lightning.models.variational import (
 )
 
 
-class VariationalGON(ConvNetModel, OriginModel):
+class VariationalGON(ConvNetModel, InnerLoopModel):
     """V-GON: F(z) = decoder(reparameterise(mu(z), logvar(z))), mu and logvar linear maps nz -> nz.
 
     Inner and outer loss are the negative ELBO (Bernoulli BCE summed over pixels + KL summed over nz; the

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from gon_lightning.errors import UserError
 
 Encoding = Literal["none", "nerf", "gaussian"]
+Modulation = Literal["phase", "shift"]
 
 
 def coordinate_grid(size: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Tensor:
@@ -80,8 +81,10 @@ class SineLayer(nn.Module):
 class Siren(nn.Module):
     """SIREN: sine layers of the given widths and a linear output layer (SIREN-initialised).
 
-    With `modulation_features` > 0, a linear map of that input (the latent) adds a phase shift to every sine
-    layer (latent modulation), on top of whatever the input already holds.
+    With `modulation_features` > 0, a linear map of that input (the latent) shifts every sine layer (latent
+    modulation), on top of whatever the input already holds. `modulation` says where: "phase" adds the shift to the
+    phase, sin(w0 (W x + b) + s); "shift" adds it before the frequency factor, sin(w0 (W x + b + s)), functa's
+    shift-only FiLM modulation, whose map starts with a zero bias (the zero latent leaves the SIREN unmodulated).
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class Siren(nn.Module):
         out_features: int,
         w0: float = 30.0,
         modulation_features: int = 0,
+        modulation: Modulation = "phase",
     ) -> None:
         super().__init__()
         if not widths:
@@ -105,6 +109,10 @@ class Siren(nn.Module):
             bound = math.sqrt(6 / widths[-1]) / w0
             self.out.weight.uniform_(-bound, bound)
         self.modulation = nn.Linear(modulation_features, sum(widths)) if modulation_features else None
+        self.shift_scale = w0 if modulation == "shift" else None  # w0 (W x + b + s) = w0 (W x + b) + w0 s
+        if self.modulation is not None and self.shift_scale is not None:
+            with torch.no_grad():
+                self.modulation.bias.zero_()
 
     def forward(self, x: Tensor, latent: Tensor | None = None) -> Tensor:
         """x (..., in_features); latent (..., modulation_features) broadcastable to x, when modulated."""
@@ -112,7 +120,10 @@ class Siren(nn.Module):
         if self.modulation is not None:
             if latent is None:
                 raise ValueError("a modulated SIREN needs the latent")
-            shifts = list(self.modulation(latent).split([layer.linear.out_features for layer in self.layers], -1))
+            modulations = self.modulation(latent)
+            if self.shift_scale is not None:
+                modulations = modulations * self.shift_scale
+            shifts = list(modulations.split([layer.linear.out_features for layer in self.layers], -1))
         for layer, shift in zip(self.layers, shifts, strict=True):
             x = layer(x, shift)
         return self.out(x)
