@@ -42,7 +42,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the reproduction package beside it
 from reproduction.grid import DATASETS, MODELS, PRESETS, Cell, Run, has_loop, published_cells, run_loop, run_ours
 from reproduction.report import device_slug, plot, report
-from reproduction.samples import COMPARE_MODELS, compare
+from reproduction.samples import COMPARE_MODELS, LEARNED_PRIORS, compare
 from reproduction.subprocesses import ROOT
 
 PUBLISHED = Path(__file__).with_name("published.yaml")
@@ -86,16 +86,42 @@ def parse(argv: list[str]) -> argparse.Namespace:
         metavar="MODEL:FLAG",
         help="--compare: a flag for one model's fit only, e.g. 'gopt:--model.init_args.input_steps=10' (repeatable)",
     )
+    parser.add_argument(
+        "--samplers",
+        nargs="+",
+        choices=sorted({s for samplers in COMPARE_MODELS.values() for s in samplers}),
+        help="--compare: evaluate only these of each model's samplers (default: all of them)",
+    )
+    parser.add_argument(
+        "--prior-steps",
+        type=int,
+        help="--compare: optimizer steps of each learned prior, trained post hoc (default: its config's, "
+        "configs/prior.yaml and configs/prior_flow.yaml)",
+    )
+    parser.add_argument(
+        "--prior-flags",
+        action="append",
+        default=[],
+        metavar="SAMPLER:FLAG",
+        help="--compare: a flag for one learned prior's fit, e.g. 'diffusion:--model.init_args.hidden=256' "
+        "(repeatable)",
+    )
     args = parser.parse_args(argv)
     args.model_flags = [tuple(spec.split(":", 1)) for spec in args.model_flags]
     if any(len(spec) != 2 or not spec[1] for spec in args.model_flags):
         parser.error("--model-flags takes MODEL:FLAG, e.g. 'gopt:--model.init_args.ndf=16'")
+    args.prior_flags = [tuple(spec.split(":", 1)) for spec in args.prior_flags]
+    if any(len(spec) != 2 or spec[0] not in LEARNED_PRIORS or not spec[1] for spec in args.prior_flags):
+        parser.error(f"--prior-flags takes SAMPLER:FLAG with SAMPLER one of {', '.join(LEARNED_PRIORS)}")
     if args.compare:
         args.command = " ".join(given)
         args.models = args.models or list(COMPARE_MODELS)
         args.datasets = args.datasets or ["mnist5k", "mnist?"]
-        if args.steps < 1 or args.num_samples < 2 or args.seeds < 1 or args.jobs < 1 or args.threads < 1:
-            parser.error("--steps, --seeds, --jobs and --threads must be at least 1, --num-samples at least 2")
+        prior_steps = 1 if args.prior_steps is None else args.prior_steps
+        if min(args.steps, prior_steps, args.seeds, args.jobs, args.threads) < 1 or args.num_samples < 2:
+            parser.error(
+                "--steps, --prior-steps, --seeds, --jobs and --threads must be at least 1, --num-samples at least 2"
+            )
         if args.report_only and not args.work_dir:
             parser.error("--report-only reads a --work-dir")
         if args.notes and not args.notes.is_file():

@@ -220,6 +220,40 @@ def test_the_comparison_report_shows_each_sampler_beside_the_floor(tmp_path):
         reproduce.parse(["--compare", "--model-flags", "nocolon"])
 
 
+def test_the_comparison_reports_learned_priors_with_their_training_time_and_copying(tmp_path):
+    args = reproduce.parse(["--compare", "--models", "gon", "--datasets", "mnist5k", "--seeds", "2",
+                            "--samplers", "gmm", "diffusion", "--prior-steps", "300",
+                            "--prior-flags", "diffusion:--model.init_args.hidden=256"])  # fmt: skip
+    assert args.prior_steps == 300 and args.prior_flags == [("diffusion", "--model.init_args.hidden=256")]
+    assert samples.samplers_of("gon", args) == ("gmm", "diffusion")  # --samplers keeps the model's order
+    assert samples.samplers_of("vae", args) == ("gmm", "diffusion")
+    assert "diffusion" in samples.COMPARE_MODELS["implicit_gon"] and "flow" in samples.COMPARE_MODELS["vgon"]
+    assert samples.COMPARE_MODELS["gopt"] == ("optimised",)  # no latents: no learned prior
+
+    def result(fd: float, ratio: float) -> dict:
+        figures = {"fd_lenet": fd, "precision": 0.5, "recall": 0.25, "density": 0.4, "coverage": 0.3}
+        figures |= {"copy_ratio": ratio, "copying_z": 0.5}
+        return {"figures": list(figures), **figures, "floor": {**figures, "fd_lenet": 1.0}}
+
+    runs = [
+        samples.Trained("gon", "mnist5k", seed, sse=10.0, parameters=303_697, fit_s=5.0,
+                        quality={"gmm": result(400.0, 1.0), "diffusion": result(100.0 + seed, 1.1)},
+                        prior_s={"diffusion": 60.0 + 2 * seed})
+        for seed in (0, 1)
+    ]  # fmt: skip
+    text = samples.compare_report(runs, args, 60.0)
+    header = next(line for line in text.splitlines() if line.startswith("| model |"))
+    assert header.endswith("| copy_ratio | copying_z | fit s | prior s |")
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:3]): line for line in text.splitlines()}
+    assert "| 10 ± 0 (2) | 100 ± 0.707 (2) |" in rows[("gon", "diffusion", "mnist5k")]
+    assert rows[("gon", "diffusion", "mnist5k")].endswith("| 1.1 ± 0 (2) | 0.5 ± 0 (2) | 5 ± 0 (2) | 61 ± 1.41 (2) |")
+    assert rows[("gon", "gmm", "mnist5k")].endswith("| 5 ± 0 (2) | - |")  # a fitted sampler: no prior's time
+    assert "diffusion: `--model.init_args.hidden=256`" in text and "300 optimizer steps" in text
+    for wrong in (["--prior-flags", "gmm:--x=1"], ["--prior-flags", "diffusion"], ["--prior-steps", "0"]):
+        with pytest.raises(SystemExit):
+            reproduce.parse(["--compare", *wrong])
+
+
 @pytest.mark.slow
 def test_a_tiny_comparison_runs_through_fit_test_and_evaluate(tmp_path):
     out, work = tmp_path / "samples.md", tmp_path / "work"
@@ -227,14 +261,22 @@ def test_a_tiny_comparison_runs_through_fit_test_and_evaluate(tmp_path):
         *("--compare", "--models", "ae", "--datasets", "mnist5k", "--data-root", str(tmp_path / "data")),
         *("--steps", "4", "--seeds", "1", "--num-samples", "64", "--out", str(out), "--work-dir", str(work)),
         *("--model-flags", "ae:--model.init_args.nz=8", "--model-flags", "ae:--model.init_args.gmm_components=2"),
+        *("--prior-steps", "3", "--prior-flags", "diffusion:--model.init_args.hidden=16"),
+        *("--prior-flags", "diffusion:--model.init_args.sample_steps=2"),
+        *("--prior-flags", "flow:--model.init_args.hidden=8"),
     ]
     assert reproduce.main(argv) == 0
     text = out.read_text()
-    assert "| ae | gaussian | mnist5k |" in text and "| ae | gmm | mnist5k |" in text
+    for sampler in ("gaussian", "gmm", "diffusion", "flow"):
+        assert f"| ae | {sampler} | mnist5k |" in text
     assert "| real test images | - | mnist5k |" in text and "fd_lenet" in text
     run = next(path for path in (work / "ae_mnist5k" / "seed0").iterdir() if path.is_dir())  # beside fit.json
     gmm = json.loads((run / "quality-gmm" / "sample_quality.json").read_text())
     assert gmm["sampler"] == "gmm" and gmm["num_samples"] == 64
+    diffusion = json.loads((run / "quality-diffusion" / "sample_quality.json").read_text())
+    assert diffusion["drawn_by"] == "diffusion"  # through the prior trained post hoc on this run's checkpoint
+    fitted = json.loads((run / "priors" / "flow" / "prior.json").read_text())
+    assert fitted["steps"] == 3 and fitted["flags"] == ["--model.init_args.hidden=8"] and fitted["train_s"] > 0
     log = work / "ae_mnist5k" / "seed0.log"
     before = log.stat().st_mtime
     assert reproduce.main(argv) == 0  # a rerun reuses the trained, tested and evaluated run

@@ -1,10 +1,12 @@
 """The sample-quality comparison (`--compare`): every model trained for the same steps, tested and evaluated
-with each of its samplers, and its report."""
+with each of its samplers (the learned priors among them, each trained post hoc on the model's checkpoint), and its
+report."""
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import csv
 import datetime
 import json
 import math
@@ -19,17 +21,25 @@ from reproduction.grid import DATASETS
 from reproduction.report import Spread, device_description, device_slug, fmt, software
 from reproduction.subprocesses import ROOT, gon_lightning, last_line
 
+# the learned priors over a model's latents (gon_lightning.priors): sampler -> its config (configs/<name>.yaml).
+# Each is trained post hoc on the model checkpoint's training latents, as a run of its own (`gon-lightning fit
+# --config prior --data.ckpt_path <checkpoint>`), and evaluated through its own checkpoint, which names the
+# model's (`gon-lightning evaluate --ckpt_path <prior checkpoint>`)
+LEARNED_PRIORS = {"diffusion": "prior", "flow": "prior_flow"}
+LEARNED = tuple(LEARNED_PRIORS)
 # model -> the samplers evaluated (its default first; `samplers` of the model class lists them all)
 COMPARE_MODELS = {
-    "gon": ("gaussian", "gmm"),
-    "vgon": ("prior",),
-    "vae": ("prior",),
-    "ae": ("gaussian", "gmm"),
-    "implicit_gon": ("gaussian",),
+    "gon": ("gaussian", "gmm", *LEARNED),
+    "vgon": ("prior", "gaussian", "gmm", *LEARNED),
+    "vae": ("prior", "gaussian", "gmm", *LEARNED),
+    "ae": ("gaussian", "gmm", *LEARNED),
+    "implicit_gon": ("gaussian", "gmm", *LEARNED),
     "gopt": ("optimised",),
 }
 NO_RECONSTRUCTION = {"gopt"}  # no encoder: no test SSE
 QUALITY_FIGURES = ("precision", "recall", "density", "coverage")
+# how close the samples lie to the training images against the held-out test images (evaluate's copying figures)
+COPYING_FIGURES = ("copy_ratio", "copying_z")
 
 
 @dataclass
@@ -45,11 +55,83 @@ class Trained:
     fit_s: float | None = None  # wall seconds of `gon-lightning fit`, process start included
     steps: int | None = None
     quality: dict[str, dict] = field(default_factory=dict)  # sampler -> sample_quality.json
+    prior_s: dict[str, float] = field(default_factory=dict)  # learned sampler -> its prior's training seconds
     error: str = ""
+
+
+def samplers_of(model: str, args: argparse.Namespace) -> tuple[str, ...]:
+    """The samplers a model is evaluated with: its own, those --samplers names (all when not given)."""
+    chosen = getattr(args, "samplers", None)
+    return tuple(s for s in COMPARE_MODELS[model] if not chosen or s in chosen)
 
 
 def model_flags(args: argparse.Namespace, model: str) -> list[str]:
     return [flag for name, flag in args.model_flags if name == model]
+
+
+def prior_flags(args: argparse.Namespace, sampler: str) -> list[str]:
+    return [flag for name, flag in getattr(args, "prior_flags", []) if name == sampler]
+
+
+def train_prior(trained: Trained, sampler: str, checkpoint: Path, args: argparse.Namespace, log: Path) -> Path | None:
+    """Fit the learned prior `sampler` post hoc on `checkpoint`'s training latents for its config's steps or
+    --prior-steps (reused when a finished run with the same steps and flags is there); its training seconds go to
+    `trained.prior_s`. Returns the prior's last checkpoint; None (with `trained.error`) when the fit failed, or when
+    a report-only pass finds none."""
+    assert trained.path is not None
+    root = trained.path / "priors" / sampler  # inside the model's run: the comparison's run folder stays the only one
+    done = root / "prior.json"
+    flags = prior_flags(args, sampler)
+    fitted = json.loads(done.read_text()) if done.is_file() else None
+    wanted = fitted is not None and fitted.get("steps") == args.prior_steps and fitted.get("flags") == flags
+    if fitted is not None and (args.report_only or wanted):
+        trained.prior_s[sampler] = fitted["train_s"]
+    elif args.report_only:
+        return None
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(trained.path / f"quality-{sampler}", ignore_errors=True)  # scored another prior
+        fit = [
+            *("fit", "--config", str(ROOT / "configs" / f"{LEARNED_PRIORS[sampler]}.yaml")),
+            *("--data.ckpt_path", str(checkpoint), "--runs_root", str(root)),
+            *("--seed_everything", str(trained.seed)),
+            *("--trainer.logger", "pytorch_lightning.loggers.CSVLogger"),
+            *(["--trainer.max_steps", str(args.prior_steps)] if args.prior_steps else []),
+            # one validation batch each epoch logs the training seconds (time/train_s); no monitored figure, so the
+            # checkpoint is written at every epoch's end, the last step's included wherever it falls in an epoch
+            *("--trainer.check_val_every_n_epoch", "1", "--trainer.limit_val_batches", "1"),
+            *("--checkpoint.monitor", "null"),
+            *("--checkpoint.filename", "step{step:06d}"),
+            *flags,
+        ]
+        began = time.perf_counter()
+        if not gon_lightning(fit, log, args, append=True):
+            trained.error = f"fit of the {sampler} prior failed: {last_line(log)} (log: {log})"
+            return None
+        wall = time.perf_counter() - began
+        run = next(path for path in root.iterdir() if path.is_dir())
+        # training alone (the trainer's time/train_s, at the last full epoch's validation, scaled to the run's
+        # steps); the wall time also holds the start and, for a checkpoint's first prior, encoding its training
+        # split (LatentDataModule's cache, shared by the priors after it)
+        train_s = logged_train_seconds(run) or wall
+        trained.prior_s[sampler] = train_s
+        done.write_text(json.dumps({"steps": args.prior_steps, "flags": flags, "train_s": train_s, "wall_s": wall}))
+    runs = [path for path in root.iterdir() if path.is_dir()]
+    return runs[0] / "checkpoints" / "last.ckpt" if runs else None
+
+
+def logged_train_seconds(run: Path) -> float | None:
+    """Seconds of training (without the process's start or validation) of a run, from the last `time/train_s` its
+    CSV logger wrote, scaled by the run's last step over the step it was logged at."""
+    seconds, at, last = None, None, 0
+    for metrics in run.glob("logs/**/metrics.csv"):
+        with metrics.open() as rows:
+            for row in csv.DictReader(rows):
+                step = int(row["step"]) + 1 if row.get("step") else 0
+                last = max(last, step)
+                if row.get("time/train_s"):
+                    seconds, at = float(row["time/train_s"]), step
+    return seconds * last / at if seconds is not None and at else seconds
 
 
 def compare_run(trained: Trained, args: argparse.Namespace, work: Path) -> None:
@@ -104,11 +186,20 @@ def compare_run(trained: Trained, args: argparse.Namespace, work: Path) -> None:
             return
         if tested.is_file():
             trained.sse = json.loads(tested.read_text())["metrics"].get("test/sse")
-    for sampler in COMPARE_MODELS[trained.model]:
+    for sampler in samplers_of(trained.model, args):
         out = trained.path / f"quality-{sampler}"
         result = out / "sample_quality.json"
+        if sampler in LEARNED_PRIORS:  # the prior's checkpoint names the model's: the pair is evaluated
+            prior = train_prior(trained, sampler, checkpoint, args, log)
+            if prior is None:
+                if trained.error:
+                    return
+                continue
+            drawn = ["--ckpt_path", str(prior), "--trainer.logger", "false"]
+        else:
+            drawn = [*common, "--sampler", sampler]
         evaluate = [
-            *("evaluate", *common, "--sampler", sampler, "--num_samples", str(args.num_samples)),
+            *("evaluate", *drawn, "--num_samples", str(args.num_samples)),
             *("--out", str(out), *args.extra),
         ]
         run_evaluate = not result.is_file() and not args.report_only
@@ -164,8 +255,9 @@ def fmt_compact(values: list[float]) -> str:
 
 def compare_report(runs: list[Trained], args: argparse.Namespace, wall: float) -> str:
     fd = fd_name(runs)
-    figures = (fd, *QUALITY_FIGURES)
+    figures = (fd, *QUALITY_FIGURES, *COPYING_FIGURES)
     flags = "; ".join(f"{model}: `{flag}`" for model, flag in args.model_flags) or "none"
+    priors = "; ".join(f"{sampler}: `{flag}`" for sampler, flag in getattr(args, "prior_flags", [])) or "none"
     steps = ", ".join(map(str, sorted({t.steps for t in runs if t.steps}))) or args.steps
     counts = sorted({q.get("num_samples") for t in runs for q in t.quality.values() if q.get("num_samples")})
     samples = ", ".join(map(str, counts)) or args.num_samples
@@ -180,7 +272,10 @@ def compare_report(runs: list[Trained], args: argparse.Namespace, wall: float) -
         ),
         f"Software: {software()}  ",
         f"Budget: {steps} optimizer steps per run (batch 64, the configs' settings otherwise), seeds "
-        f"{', '.join(map(str, args.seed_list))}, {samples} samples per evaluation. Per-model flags: {flags}.",
+        f"{', '.join(map(str, args.seed_list))}, {samples} samples per evaluation. Per-model flags: {flags}. "
+        "Learned priors: configs/prior.yaml (diffusion) and configs/prior_flow.yaml (flow), "
+        + (f"{args.prior_steps} optimizer steps each" if getattr(args, "prior_steps", None) else "their own steps")
+        + f"; flags: {priors}.",
         "",
         "How to read it: every model is trained for the same number of steps from its repository config "
         "(`gon-lightning fit`), then `gon-lightning test` gives the test SSE (per image, the papers' figure; the "
@@ -189,10 +284,17 @@ def compare_report(runs: list[Trained], args: argparse.Namespace, wall: float) -
         "their Frechet distance (lower is better; not comparable with Inception FIDs), precision and density "
         "measure how real the samples look, recall and coverage how much of the data they cover (k-NN manifolds, "
         "higher is better). `real test images` is the dataset's own test split scored the same way: the floor "
-        "a perfect model would reach. Cells: mean ± standard deviation (runs).",
+        "a perfect model would reach. The learned priors (`diffusion`: flow matching, `flow`: a zuko normalizing "
+        "flow) are trained post hoc on each model checkpoint's training latents (`gon-lightning fit "
+        "--config prior[_flow] --data.ckpt_path <checkpoint>`) and evaluated through their own "
+        "checkpoint; `prior s` is that training's seconds (the trainer's `time/train_s`: without the process "
+        "start or encoding the latents). `copy_ratio` is the median distance of the samples to their nearest "
+        "training image over the test images' (on the same features; below 1: closer to the training set than "
+        "held-out data, a sign of copying) and `copying_z` Meehan et al.'s data-copying statistic (below -3: "
+        "copying). Cells: mean ± standard deviation (runs).",
         "",
-        "| model | sampler | data | parameters | test SSE | " + " | ".join(figures) + " | fit s |",
-        "|---" * (6 + len(figures)) + "|",
+        "| model | sampler | data | parameters | test SSE | " + " | ".join(figures) + " | fit s | prior s |",
+        "|---" * (7 + len(figures)) + "|",
     ]
     datasets = list(dict.fromkeys(trained.dataset for trained in runs))
     for dataset in datasets:
@@ -201,16 +303,16 @@ def compare_report(runs: list[Trained], args: argparse.Namespace, wall: float) -
         floors = [f for f in floors if f]
         if floors:
             cells = [fmt(floors[0].get(name)) for name in figures]
-            lines.append(f"| real test images | - | {dataset} | - | - | " + " | ".join(cells) + " | - |")
+            lines.append(f"| real test images | - | {dataset} | - | - | " + " | ".join(cells) + " | - | - |")
         for model in COMPARE_MODELS:
             trained = [t for t in of_data if t.model == model]
             if not trained:
                 continue
             for failed in (t for t in trained if t.error):
                 lines.append(
-                    f"| {model} | failed | {dataset} | seed {failed.seed}: {failed.error} |" + " |" * (len(figures) + 2)
+                    f"| {model} | failed | {dataset} | seed {failed.seed}: {failed.error} |" + " |" * (len(figures) + 3)
                 )
-            for sampler in COMPARE_MODELS[model]:
+            for sampler in samplers_of(model, args):
                 scored = [quality_figures(t.quality[sampler]) for t in trained if sampler in t.quality]
                 if not scored:
                     continue
@@ -220,7 +322,8 @@ def compare_report(runs: list[Trained], args: argparse.Namespace, wall: float) -
                 lines.append(
                     f"| {model} | {sampler} | {dataset} | {', '.join(f'{p:,}' for p in sorted(parameters)) or '-'} "
                     f"| {sse if model not in NO_RECONSTRUCTION else '-'} "
-                    f"| " + " | ".join(cells) + f" | {fmt_compact([t.fit_s for t in trained if t.fit_s])} |"
+                    f"| " + " | ".join(cells) + f" | {fmt_compact([t.fit_s for t in trained if t.fit_s])} "
+                    f"| {fmt_compact([t.prior_s[sampler] for t in trained if sampler in t.prior_s])} |"
                 )
     if args.notes:
         lines += ["", args.notes.read_text().strip()]
