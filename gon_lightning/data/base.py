@@ -11,8 +11,6 @@ fresh permutation every epoch, sharded by rank under DDP, that a checkpoint writ
 from __future__ import annotations
 
 import json
-import os
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -27,7 +25,7 @@ from torchvision.transforms.v2.functional import resize
 
 from gon_lightning.data import streaming
 from gon_lightning.data.cache import CacheWriter, Split, cache_writer, read_cache
-from gon_lightning.data.sampler import EpochSampler
+from gon_lightning.data.sampler import EpochSampler, TrainOrder
 from gon_lightning.errors import DATA, UserError, positive_int, require, writing
 
 
@@ -99,7 +97,7 @@ def fixed_split(images: Tensor, labels: Tensor, test_fraction: float = 0.2) -> d
     return {"train": (images[train], labels[train]), "test": (images[test], labels[test])}
 
 
-class ImageDataModule(pl.LightningDataModule, ABC):
+class ImageDataModule(TrainOrder, pl.LightningDataModule, ABC):
     """Base DataModule (abstract): subclasses set `folder` and `channels` and implement `decode`.
 
     `extractor` names the features sample quality is measured on by default (`gon_lightning.metrics`): `lenet`, a
@@ -165,8 +163,6 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         self.stream_splits: list[str] = []
         self.prepare_data_per_node = cache_per_node  # Lightning's switch: who runs prepare_data, others wait
         self.datasets: dict[str, InMemoryImages] = {}
-        self.train_sampler: EpochSampler | None = None
-        self._resume_order: dict[str, Any] | None = None
 
     @property
     def splits(self) -> Mapping[str, Tensor]:
@@ -298,35 +294,13 @@ class ImageDataModule(pl.LightningDataModule, ABC):
             collate_fn=keep_batch,
         )
 
-    def _shared_seed(self) -> int:
-        """Lightning's seed (`seed_everything`, as its DistributedSampler uses), rank 0's under DDP."""
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        trainer = self.trainer
-        return trainer.strategy.broadcast(seed) if trainer is not None and trainer.world_size > 1 else seed
-
     def _stream_loader(self, split: str, train: bool = False) -> Any:
-        return streaming.loader(self.stream, split, self.batch_size, train, self._shared_seed())
+        return streaming.loader(self.stream, split, self.batch_size, train, self.shared_seed())
 
     def train_dataloader(self) -> DataLoader:
         if self.stream is not None:
             return self._stream_loader("train", train=True)
-        trainer, size = self.trainer, len(self.datasets["train"])
-        if trainer is not None and trainer.world_size > 1:
-            # every rank must shard the same permutation: rank 0's seed
-            seed = self._shared_seed()
-            self.train_sampler = EpochSampler(size, trainer.world_size, trainer.global_rank, seed)
-        else:
-            self.train_sampler = EpochSampler(size)
-        if len(self.train_sampler) < self.batch_size:
-            raise UserError(
-                f"{self.folder} has {size} training images"
-                + (f" ({len(self.train_sampler)} per process)" if self.train_sampler.num_replicas > 1 else "")
-                + f", fewer than {DATA}batch_size={self.batch_size}"
-            )
-        if self._resume_order is not None:
-            self.train_sampler.resume(self._resume_order)
-            self._resume_order = None
-        return self._loader("train", self.train_sampler)
+        return self._loader("train", self.training_sampler(len(self.datasets["train"]), "images"))
 
     def val_dataloader(self) -> DataLoader:
         if self.stream is not None:
@@ -338,23 +312,6 @@ class ImageDataModule(pl.LightningDataModule, ABC):
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
-
-    def state_dict(self) -> dict[str, Any]:
-        """Saved in every checkpoint: where the training epoch stands, when one is under way."""
-        sampler, trainer = self.train_sampler, self.trainer
-        if sampler is None or trainer is None:
-            return {}
-        # the Trainer's own count of training batches taken this epoch: the one it resumes its loop from
-        batches = trainer.fit_loop.epoch_loop.batch_progress.current.ready
-        state = sampler.state(batches * self.batch_size)
-        return {} if state is None else {"train_order": state}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._resume_order = state_dict.get("train_order")
-        if self._resume_order is not None:
-            # Lightning warns that a mid-epoch resume replays the epoch's first batches unless the DataLoader is
-            # stateful; here the sampler continues the order instead, so the warning would be wrong
-            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
 
     def labels_at(self, split: str, indices: Tensor) -> Tensor | None:
         """The labels of the images at `indices` of `split`'s dataset (as its loader indexes it), None where the

@@ -8,8 +8,6 @@ beside its checkpoints, and reads that (reused while the checkpoint file is the 
 
 from __future__ import annotations
 
-import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from gon_lightning.data.base import keep_batch
-from gon_lightning.data.sampler import EpochSampler
+from gon_lightning.data.sampler import EpochSampler, TrainOrder
 from gon_lightning.errors import DATA, UserError, positive_int
 from gon_lightning.latents import store
 
@@ -54,7 +52,7 @@ def cache_folder(ckpt_path: Path) -> Path:
     return run_dir / "latents" / f"{ckpt_path.stem}-{sha256_of(ckpt_path)[:12]}"
 
 
-class LatentDataModule(pl.LightningDataModule):
+class LatentDataModule(TrainOrder, pl.LightningDataModule):
     """The latents of a checkpoint's dataset, with their labels where the dataset has them.
 
     Batches are dicts: {"latents": (B, nz) float32, "labels": (B,) int64} ("labels" only where the dataset has
@@ -91,8 +89,6 @@ class LatentDataModule(pl.LightningDataModule):
             self.nz = int(store.read_card(self.folder)["model"]["nz"])  # known before setup: the CLI links it
         self.card: dict[str, Any] = {}
         self.datasets: dict[str, LatentSet] = {}
-        self.train_sampler: EpochSampler | None = None
-        self._resume_order: dict[str, Any] | None = None
 
     @property
     def dims(self) -> tuple[int]:
@@ -143,35 +139,7 @@ class LatentDataModule(pl.LightningDataModule):
         # generator, which checkpoints store, so a resumed run continues the order exactly, mid-epoch too; under
         # DDP one permutation from rank 0's seed, sharded by rank
         self.setup()
-        trainer, size = self.trainer, len(self.datasets["train"])
-        if trainer is not None and trainer.world_size > 1:
-            seed = trainer.strategy.broadcast(int(os.environ.get("PL_GLOBAL_SEED", 0)))
-            self.train_sampler = EpochSampler(size, trainer.world_size, trainer.global_rank, seed)
-        else:
-            self.train_sampler = EpochSampler(size)
-        if len(self.train_sampler) < self.batch_size:
-            raise UserError(
-                f"{self.folder} has {size} training latents, fewer than {DATA}batch_size={self.batch_size}"
-                + (" per process" if self.train_sampler.num_replicas > 1 else "")
-            )
-        if self._resume_order is not None:
-            self.train_sampler.resume(self._resume_order)
-            self._resume_order = None
-        return self._loader("train", self.train_sampler)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Saved in every checkpoint: where the training epoch stands, when one is under way."""
-        sampler, trainer = self.train_sampler, self.trainer
-        if sampler is None or trainer is None:
-            return {}
-        batches = trainer.fit_loop.epoch_loop.batch_progress.current.ready
-        state = sampler.state(batches * self.batch_size)
-        return {} if state is None else {"train_order": state}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._resume_order = state_dict.get("train_order")
-        if self._resume_order is not None:  # the sampler continues the order (see ImageDataModule.load_state_dict)
-            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+        return self._loader("train", self.training_sampler(len(self.datasets["train"]), "latents"))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val" if "val" in self.datasets else "test")

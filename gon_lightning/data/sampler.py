@@ -14,13 +14,15 @@ and how far it got, so the resumed epoch gathers exactly the batches the uninter
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DistributedSampler
 
-from gon_lightning.errors import UserError
+from gon_lightning.errors import DATA, UserError
 
 
 class EpochSampler(DistributedSampler):
@@ -101,3 +103,57 @@ class EpochSampler(DistributedSampler):
                 f"from a checkpoint written at the end of an epoch to change the number of processes"
             )
         self._resume = state
+
+
+class TrainOrder:
+    """A DataModule's training order (a mixin of the image and latent DataModules): an `EpochSampler` built for the
+    run, under DDP one permutation from rank 0's seed sharded by rank, whose place every checkpoint saves
+    (`state_dict`) and a resumed run continues (`load_state_dict`), mid-epoch too."""
+
+    batch_size: int
+    folder: Any  # where the data lies, named in errors
+    trainer: Any
+    train_sampler: EpochSampler | None = None
+    _resume_order: dict[str, Any] | None = None
+
+    def shared_seed(self) -> int:
+        """Lightning's seed (`seed_everything`, as its DistributedSampler uses), rank 0's under DDP."""
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        trainer = self.trainer
+        return trainer.strategy.broadcast(seed) if trainer is not None and trainer.world_size > 1 else seed
+
+    def training_sampler(self, size: int, what: str) -> EpochSampler:
+        """This run's sampler of `size` training `what` (named in the error when a process gets under a batch),
+        continuing a restored order."""
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            self.train_sampler = EpochSampler(size, trainer.world_size, trainer.global_rank, self.shared_seed())
+        else:
+            self.train_sampler = EpochSampler(size)
+        if len(self.train_sampler) < self.batch_size:
+            raise UserError(
+                f"{self.folder} has {size} training {what}"
+                + (f" ({len(self.train_sampler)} per process)" if self.train_sampler.num_replicas > 1 else "")
+                + f", fewer than {DATA}batch_size={self.batch_size}"
+            )
+        if self._resume_order is not None:
+            self.train_sampler.resume(self._resume_order)
+            self._resume_order = None
+        return self.train_sampler
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: where the training epoch stands, when one is under way."""
+        sampler, trainer = self.train_sampler, self.trainer
+        if sampler is None or trainer is None:
+            return {}
+        # the Trainer's own count of training batches taken this epoch: the one it resumes its loop from
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        state = sampler.state(batches * self.batch_size)
+        return {} if state is None else {"train_order": state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_order = state_dict.get("train_order")
+        if self._resume_order is not None:
+            # Lightning warns that a mid-epoch resume replays the epoch's first batches unless the DataLoader is
+            # stateful; here the sampler continues the order instead, so the warning would be wrong
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
