@@ -31,15 +31,15 @@ def data_root(config: Path, request: pytest.FixtureRequest) -> Path:
     return request.getfixturevalue(DATA_FIXTURES[data_class])
 
 
-RUN_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if "sweeps" not in p.parts)  # sweeps: test_usability
-# functa's 15 x 512 SIREN with 3 second-order inner steps at 64 px: minutes on a CPU at its own size (shrunk, the
-# functa configs also run in test_inner_loop.py)
-FULL_SIZE_SLOW = ("functa_",)
+# sweeps: test_usability. functa's: its 15 x 512 SIREN with 3 second-order inner steps at 64 px took over 10 GB and
+# many minutes for one step of 8 images here, so the functa configs run shrunk, fit and validation, in
+# test_inner_loop.py (test_functa_configs_run_a_step); their full size is a GPU's check
+RUN_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if "sweeps" not in p.parts and not p.stem.startswith("functa_"))
 
 
 @pytest.mark.parametrize(
     "config",
-    [pytest.param(p, marks=pytest.mark.slow) if p.stem.startswith(FULL_SIZE_SLOW) else p for p in RUN_CONFIGS],
+    RUN_CONFIGS,
     ids=lambda p: str(p.relative_to(CONFIGS)),
 )
 def test_every_config_fits_and_tests(config: Path, request: pytest.FixtureRequest):
