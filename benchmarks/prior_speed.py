@@ -46,7 +46,7 @@ def sync(device: str) -> None:
 
 
 def lightning_round(z: torch.Tensor, steps: int, batch: int, device: str, hidden: int) -> float:
-    prior = FlowMatchingPrior(nz=z.shape[1], hidden=hidden)
+    prior = FlowMatchingPrior(latent_size=z.shape[1], hidden=hidden)
     prior.set_statistics(z)
     loader = DataLoader(z, batch_size=batch, shuffle=True, drop_last=True)
     trainer = pl.Trainer(
@@ -66,7 +66,7 @@ def lightning_round(z: torch.Tensor, steps: int, batch: int, device: str, hidden
 
 def plain_round(z: torch.Tensor, steps: int, batch: int, device: str, hidden: int) -> float:
     """The same network, loss, optimiser and schedule, in a plain loop: what a user would write by hand."""
-    prior = FlowMatchingPrior(nz=z.shape[1], hidden=hidden).to(device)
+    prior = FlowMatchingPrior(latent_size=z.shape[1], hidden=hidden).to(device)
     prior.set_statistics(z)
     optimizer = torch.optim.AdamW(prior.parameters(), lr=prior.lr, weight_decay=prior.weight_decay)
     warmup = min(prior.warmup_steps, steps // 10)
@@ -158,7 +158,10 @@ def sample(args: argparse.Namespace) -> None:
 
     z = latents(nz=args.nz)
     print(f"drawing {args.n} latents (nz {args.nz}) on {args.device}")
-    for prior in (FlowMatchingPrior(nz=args.nz, hidden=args.hidden), NormalizingFlowPrior(nz=args.nz)):
+    for prior in (
+        FlowMatchingPrior(latent_size=args.nz, hidden=args.hidden),
+        NormalizingFlowPrior(latent_size=args.nz),
+    ):
         prior.set_statistics(z)
         prior.to(args.device).eval()
         prior.sample(8)  # warm-up

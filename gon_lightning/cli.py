@@ -100,7 +100,7 @@ class GONLightningCLI(LightningCLI):
         # image shape is a property of the data: configs never state it twice
         parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
         # a prior's latent size is the data's (LatentDataModule's nz); image DataModules have none: the link is skipped
-        parser.link_arguments("data.nz", "model.init_args.nz", apply_on="instantiate")
+        parser.link_arguments("data.nz", "model.init_args.latent_size", apply_on="instantiate")
         parser.add_argument(
             "--runs_root",
             default=runs.DEFAULT_RUNS_ROOT,

@@ -33,8 +33,12 @@ def data_root(config: Path, request: pytest.FixtureRequest) -> Path:
 
 # sweeps: test_usability. functa's: its 15 x 512 SIREN with 3 second-order inner steps at 64 px took over 10 GB and
 # many minutes for one step of 8 images here, so the functa configs run shrunk, fit and validation, in
-# test_inner_loop.py (test_functa_configs_run_a_step); their full size is a GPU's check
-RUN_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if "sweeps" not in p.parts and not p.stem.startswith("functa_"))
+# test_inner_loop.py (test_functa_configs_run_a_step); their full size is a GPU's check. The priors' (prior*.yaml)
+# train on a model checkpoint's latents: test_prior_runs.py runs them on a trained GON
+SKIPPED_HERE = ("functa_", "prior")
+RUN_CONFIGS = sorted(
+    p for p in CONFIGS.rglob("*.yaml") if "sweeps" not in p.parts and not p.stem.startswith(SKIPPED_HERE)
+)
 
 
 @pytest.mark.parametrize(

@@ -39,11 +39,11 @@ TINY_MODELS = {
 
 
 def tiny_diffusion(**kw) -> FlowMatchingPrior:
-    return FlowMatchingPrior(**{"nz": NZ, "hidden": 32, "depth": 2, "time_dim": 8, "sample_steps": 8, **kw})
+    return FlowMatchingPrior(**{"latent_size": NZ, "hidden": 32, "depth": 2, "time_dim": 8, "sample_steps": 8, **kw})
 
 
 def tiny_flow(**kw) -> NormalizingFlowPrior:
-    return NormalizingFlowPrior(**{"nz": NZ, "hidden": 16, "transforms": 2, **kw})
+    return NormalizingFlowPrior(**{"latent_size": NZ, "hidden": 16, "transforms": 2, **kw})
 
 
 def two_clusters(n: int = 512) -> torch.Tensor:
@@ -270,7 +270,7 @@ def test_prior_fitted_under_ddp_equals_one_process_on_the_global_batch(tmp_path)
         )
         assert done.returncode == 0, done.stderr[-3000:]
     one, ddp = (torch.load(tmp_path / f"{devices}.pt", weights_only=True) for devices in (1, 2))
-    fresh = FlowMatchingPrior(nz=4, hidden=16, depth=2, time_dim=8).double().state_dict()
+    fresh = FlowMatchingPrior(latent_size=4, hidden=16, depth=2, time_dim=8).double().state_dict()
     assert one.keys() == ddp.keys()
     for key in one:
         assert torch.allclose(one[key], ddp[key], rtol=1e-10, atol=1e-12), key

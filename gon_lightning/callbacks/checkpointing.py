@@ -223,14 +223,6 @@ class RunState(Callback):
             _set_rng_state(state_dict["rng"])
             self._restored_rng = state_dict["rng"]
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # The first epoch after a restore starts from the saved generators: between the restore and here Lightning's
-        # set-up draws once from the global generator (a straight run made that draw at its own start), and a
-        # checkpoint written at an epoch's end would otherwise begin the next epoch's order one draw later. (Kept
-        # for on_train_batch_start, which sets them again for a checkpoint written mid-epoch.)
-        if self._restored_rng is not None:
-            _set_rng_state(self._restored_rng)
-
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:

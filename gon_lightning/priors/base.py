@@ -51,7 +51,9 @@ class LatentPrior(pl.LightningModule, ABC):
     `sample_standardised`, and name their sampler (`sampler_name`: what `--sampler` calls it on the model).
 
     Args:
-        nz: latent size; linked from the data (LatentDataModule's `nz`) by the CLI.
+        latent_size: the latents' size (the model's nz); linked from the data (LatentDataModule's `nz`) by the CLI.
+            Not named `nz`: a link into `model.init_args.nz` would make every image model's nz a link target, which
+            the saved config.yaml leaves out.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         warmup_steps: linear learning-rate warm-up steps before the cosine decay (to 0 at the run's last step).
@@ -59,19 +61,21 @@ class LatentPrior(pl.LightningModule, ABC):
 
     sampler_name: ClassVar[str]
 
-    def __init__(self, nz: int = 256, lr: float = 1e-3, weight_decay: float = 0.0, warmup_steps: int = 100) -> None:
+    def __init__(
+        self, latent_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.0, warmup_steps: int = 100
+    ) -> None:
         super().__init__()
-        positive_int(MODEL + "nz", nz)
+        positive_int(MODEL + "latent_size", latent_size)
         positive(MODEL + "lr", lr)
         require(weight_decay >= 0, MODEL + "weight_decay", weight_decay, ">= 0")
         require(isinstance(warmup_steps, int) and warmup_steps >= 0, MODEL + "warmup_steps", warmup_steps, ">= 0")
         self.save_hyperparameters()
-        self.nz = nz
+        self.nz = latent_size
         self.lr = lr
         self.weight_decay = weight_decay
         self.warmup_steps = warmup_steps
-        self.register_buffer("latent_mean", torch.zeros(nz))
-        self.register_buffer("latent_std", torch.ones(nz))
+        self.register_buffer("latent_mean", torch.zeros(latent_size))
+        self.register_buffer("latent_std", torch.ones(latent_size))
         self.register_buffer("standardised", torch.zeros((), dtype=torch.bool))  # statistics set
         self.source: dict[str, Any] = {}  # the model checkpoint the latents came from (post hoc)
 
@@ -81,7 +85,7 @@ class LatentPrior(pl.LightningModule, ABC):
         """Standardise by the per-dimension mean and std (float64 sums) of `latents` (N, nz)."""
         z = latents.detach().to("cpu", torch.float64)
         if z.ndim != 2 or z.shape[1] != self.nz:
-            raise UserError(f"{type(self).__name__} has nz {self.nz}, but the latents are {tuple(z.shape)}")
+            raise UserError(f"{type(self).__name__} has latent_size {self.nz}, but the latents are {tuple(z.shape)}")
         if len(z) < 2:
             raise UserError(f"{type(self).__name__} needs two or more latents to standardise by, got {len(z)}")
         self.latent_mean.copy_(z.mean(0))
@@ -125,8 +129,8 @@ class LatentPrior(pl.LightningModule, ABC):
         data_nz = getattr(data, "nz", None)
         if data_nz is not None and data_nz != self.nz:
             raise UserError(
-                f"{type(self).__name__} has nz {self.nz}, but the latents of {data_nz} dimensions: "
-                f"a prior of another latent size (drop model.init_args.nz; the CLI links it from the data)"
+                f"{type(self).__name__} has latent_size {self.nz}, but the latents of {data_nz} dimensions: "
+                f"a prior of another latent size (drop model.init_args.latent_size; the CLI links it from the data)"
             )
         card = getattr(data, "card", None)
         if isinstance(card, dict) and not self.source:
@@ -148,7 +152,12 @@ class LatentPrior(pl.LightningModule, ABC):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x = self.standardise(latents_of(batch))
-        self.log("val/loss", self.loss(x), prog_bar=True, batch_size=len(x), sync_dist=True)
+        # the same noise at every validation (a comparable figure), drawn beside the global generator: validation,
+        # the sanity check's too, leaves the run's random stream as it was, so a resumed run continues it exactly
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            torch.manual_seed(batch_idx)
+            loss = self.loss(x)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(x), sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

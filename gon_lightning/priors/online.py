@@ -73,7 +73,9 @@ class OnlinePrior(Callback):
             raise UserError(f"OnlinePrior: {type(pl_module).__name__} has no latents to learn a prior over")
         with torch.random.fork_rng(devices=[]):  # same initial prior on every rank, the model's RNG untouched
             torch.manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)))
-            prior = PRIORS[self.sampler](nz=pl_module.nz, lr=self.lr, warmup_steps=self.warmup_steps, **self.prior_args)
+            prior = PRIORS[self.sampler](
+                latent_size=pl_module.nz, lr=self.lr, warmup_steps=self.warmup_steps, **self.prior_args
+            )
         pl_module.attach_prior(prior)  # before the checkpoint's weights are restored into it, and before DDP
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
