@@ -84,6 +84,17 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
+def one_epoch_on_cpu(ranks: int) -> list[str]:
+    """What both measured runs share: one training epoch on `ranks` CPU processes, no validation."""
+    return [
+        "--trainer.accelerator=cpu",
+        f"--trainer.devices={ranks}",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_val_batches=0",
+        "--trainer.num_sanity_val_steps=0",
+    ]
+
+
 def fit_command(args: argparse.Namespace, contender: str) -> list[str]:
     ranks = 1 if contender == "one" else 2
     command = [
@@ -97,11 +108,7 @@ def fit_command(args: argparse.Namespace, contender: str) -> list[str]:
         f"--data.init_args.size_mb={args.size_mb}",
         f"--data.init_args.batch_size={args.batch_size // ranks}",
         f"--data.init_args.private_copy={contender == 'two-copy'}",
-        "--trainer.accelerator=cpu",
-        f"--trainer.devices={ranks}",
-        "--trainer.max_epochs=1",
-        "--trainer.limit_val_batches=0",
-        "--trainer.num_sanity_val_steps=0",
+        *one_epoch_on_cpu(ranks),
         "--trainer.logger=false",
         "--trainer.enable_model_summary=false",
         "--trainer.enable_progress_bar=false",
@@ -127,11 +134,7 @@ def mnist_command(args: argparse.Namespace, contender: str, size: int) -> list[s
         "--data.download=false",
         "--model.nz=4",
         "--model.ngf=1",
-        "--trainer.accelerator=cpu",
-        f"--trainer.devices={ranks}",
-        "--trainer.max_epochs=1",
-        "--trainer.limit_val_batches=0",
-        "--trainer.num_sanity_val_steps=0",
+        *one_epoch_on_cpu(ranks),
         "--trainer.logger=CSVLogger",
         "--trainer.enable_progress_bar=false",
         f"--runs_root={args.root / 'runs'}",
