@@ -109,11 +109,11 @@ class GONLightningCLI(LightningCLI):
         parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
         parser.set_defaults(
             {
-                "checkpoint.monitor": "val/sse",
+                "checkpoint.monitor": runs.IMAGE_MONITOR[0],  # a model may name its own (use_models_monitor)
                 "checkpoint.mode": "min",
                 "checkpoint.save_last": "link",  # last.ckpt: a link to this epoch's checkpoint, else written once
                 "trainer.log_every_n_steps": 10,  # per-step curves: 8 points per epoch of the 5,000-image demo
-                "checkpoint.filename": "epoch{epoch:04d}-val_sse{val/sse:.4f}",
+                "checkpoint.filename": runs.IMAGE_MONITOR[1],
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
@@ -142,6 +142,7 @@ class GONLightningCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         runs.keep_given_model_options(self.given_model, config.model, config.get("ckpt_path"))
+        runs.use_models_monitor(config)
         user_config = copy.deepcopy(config)
         if "ckpt_path" in user_config:
             user_config.ckpt_path = None  # a saved config starts a run; resuming is always explicit

@@ -161,13 +161,14 @@ def test_latent_datamodule_reads_a_folder(ckpt: Path, tmp_path: Path):
     assert data.nz == 8 and data.dims == (8,)
     data.setup("fit")
     assert data.card["splits"]["train"] == 256 and data.latents("train").shape == (256, 8)
-    torch.manual_seed(0)
     batch = next(iter(data.train_dataloader()))
     assert batch["latents"].shape == (32, 8) and batch["labels"].dtype == torch.int64
-    torch.manual_seed(0)
-    again = next(iter(data.train_dataloader()))
-    assert torch.equal(batch["latents"], again["latents"])  # seeded: the same order from the same seed
+    torch.rand(3)  # the order is the seed's and the epoch's, whatever else drew from the global generator
+    again = data.train_dataloader()
+    assert torch.equal(batch["latents"], next(iter(again))["latents"])
     assert not torch.equal(batch["latents"], data.latents("train")[:32])  # shuffled
+    again.sampler.set_epoch(1)
+    assert not torch.equal(batch["latents"], next(iter(again))["latents"])  # a fresh permutation each epoch
     assert len(next(iter(data.val_dataloader()))["latents"]) == 32  # no val split: the test split
     with pytest.raises(UserError, match="exactly one of"):
         LatentDataModule(folder=str(tmp_path / "z"), ckpt_path=str(ckpt))

@@ -52,6 +52,15 @@ def test_ranks_shard_distributed_samplers_permutation_without_repeats():
     assert len(set(seen)) == 9  # one of the ten left out this epoch, none repeated
 
 
+def test_a_seeded_order_follows_the_trainers_epoch_not_lightnings_count():
+    # Lightning's set_epoch passes its count of processed epochs, one ahead after a resume from an epoch-end
+    # checkpoint; the permutation is the Trainer's current epoch's (a prior run resumed there trains as the straight)
+    sampler, reference = EpochSampler(10, seed=7), EpochSampler(10, seed=7)
+    sampler.epoch_of = lambda: 1
+    sampler.set_epoch(2), reference.set_epoch(1)
+    assert list(sampler) == list(reference) and sampler.epoch_seed == 8
+
+
 def test_resume_skips_what_the_epoch_served_and_only_in_that_epoch():
     torch.manual_seed(0)
     sampler = EpochSampler(20)

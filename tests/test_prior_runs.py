@@ -73,6 +73,17 @@ def test_prior_run_learns_the_model_s_latents_and_names_them(prior_run: Path, mo
     assert (model_run / "latents").is_dir()  # the model's latents, encoded once into its own run folder
 
 
+def test_a_prior_named_by_model_keeps_its_own_figure(model_run: Path, tmp_path: Path) -> None:
+    # without --config prior: the checkpoint monitors the prior's val/loss, not the image models' val/sse
+    ckpt = model_run / "checkpoints" / "last.ckpt"
+    args = ["fit", "--model=FlowMatchingPrior", "--data=LatentDataModule", f"--data.ckpt_path={ckpt}"]
+    main([*args, f"--runs_root={tmp_path}", *TINY_PRIOR, "--trainer.max_steps=4"])
+    run = only_run(tmp_path)
+    (best,) = (run / "checkpoints").glob("step*")
+    assert best.name.startswith("step000004-val_loss")
+    assert "monitor: val/loss" in (run / "config.yaml").read_text()
+
+
 class StopAfterFirstEpoch(pl.Callback):
     """An interrupted run: it stops after its first epoch (and its checkpoint), its schedule still the 8 steps'."""
 
@@ -81,11 +92,6 @@ class StopAfterFirstEpoch(pl.Callback):
 
 
 @pytest.mark.equality
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (issue 36): a prior run resumed at an epoch boundary differs from the straight run; setting the saved "
-    "generators again at the epoch's start fixed it but broke the exact SLURM requeue of the image models",
-)
 def test_prior_run_resumes_exactly_from_last_ckpt(prior_run: Path, model_run: Path, tmp_path: Path) -> None:
     ckpt = model_run / "checkpoints" / "last.ckpt"
     prior_fit(ckpt, tmp_path / "runs", "--trainer.max_steps=8", f"--trainer.callbacks+={__name__}.StopAfterFirstEpoch")

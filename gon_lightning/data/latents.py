@@ -56,8 +56,9 @@ class LatentDataModule(TrainOrder, pl.LightningDataModule):
     """The latents of a checkpoint's dataset, with their labels where the dataset has them.
 
     Batches are dicts: {"latents": (B, nz) float32, "labels": (B,) int64} ("labels" only where the dataset has
-    them). The training split is shuffled as the image DataModules' (`data/sampler.py`: a permutation per epoch from
-    the seeded global generator, sharded by rank under DDP, continued exactly by a resumed run); validation reads
+    them). The training split is shuffled by a permutation per epoch seeded with the run's seed and the epoch
+    (`data/sampler.py`; sharded by rank under DDP, so DDP's global batch is one process's batch, and continued
+    exactly by a resumed run, at an epoch's start too, whatever else drew from the generators); validation reads
     the encoded `val` split, or `test` where there is none.
 
     Args:
@@ -67,6 +68,8 @@ class LatentDataModule(TrainOrder, pl.LightningDataModule):
         batch_size: latents per batch (per process under DDP).
         num_workers: DataLoader worker processes (0: batches are gathered in the main process, usually fastest).
     """
+
+    seeded_order = True
 
     def __init__(
         self, folder: str | None = None, ckpt_path: str | None = None, batch_size: int = 256, num_workers: int = 0
@@ -135,9 +138,6 @@ class LatentDataModule(TrainOrder, pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        # the image DataModules' training order (data/sampler.py): a fresh permutation each epoch from the global
-        # generator, which checkpoints store, so a resumed run continues the order exactly, mid-epoch too; under
-        # DDP one permutation from rank 0's seed, sharded by rank
         self.setup()
         return self._loader("train", self.training_sampler(len(self.datasets["train"]), "latents"))
 

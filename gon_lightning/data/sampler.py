@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -56,9 +56,15 @@ class EpochSampler(DistributedSampler):
         self._seeded_epoch: int | None = None  # the epoch it belongs to
         self._resume: dict[str, Any] | None = None
         self._order: tuple[int, torch.Tensor] | None = None  # (epoch seed, this rank's order): `batch_indices`'
+        self.epoch_of: Callable[[], int] | None = None  # the Trainer's current epoch (`set_epoch`)
 
     def __len__(self) -> int:
         return self.num_samples
+
+    def set_epoch(self, epoch: int) -> None:
+        # Lightning passes its count of processed epochs, which a run resumed from a checkpoint written at an
+        # epoch's end holds one ahead of the epoch it trains next: the Trainer's current epoch, when known, is it
+        self.epoch = self.epoch_of() if self.epoch_of is not None else epoch
 
     def __iter__(self) -> Iterator[int]:
         # a generator: like RandomSampler, nothing is drawn before the epoch's first batch is asked for
@@ -110,6 +116,10 @@ class TrainOrder:
     run, under DDP one permutation from rank 0's seed sharded by rank, whose place every checkpoint saves
     (`state_dict`) and a resumed run continues (`load_state_dict`), mid-epoch too."""
 
+    #: draw each epoch's permutation from the run's seed and the epoch (as under DDP) even in one process, instead
+    #: of from the global generator: the order is then a function of the seed alone, whatever else draws from the
+    #: generators (the image DataModules keep the global draw: it is the published loops' `shuffle=True` order)
+    seeded_order: bool = False
     batch_size: int
     folder: Any  # where the data lies, named in errors
     trainer: Any
@@ -128,6 +138,8 @@ class TrainOrder:
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:
             self.train_sampler = EpochSampler(size, trainer.world_size, trainer.global_rank, self.shared_seed())
+        elif self.seeded_order:
+            self.train_sampler = EpochSampler(size, seed=self.shared_seed())
         else:
             self.train_sampler = EpochSampler(size)
         if len(self.train_sampler) < self.batch_size:
@@ -136,6 +148,8 @@ class TrainOrder:
                 + (f" ({len(self.train_sampler)} per process)" if self.train_sampler.num_replicas > 1 else "")
                 + f", fewer than {DATA}batch_size={self.batch_size}"
             )
+        if trainer is not None:
+            self.train_sampler.epoch_of = lambda: trainer.current_epoch
         if self._resume_order is not None:
             self.train_sampler.resume(self._resume_order)
             self._resume_order = None

@@ -60,6 +60,8 @@ class LatentPrior(pl.LightningModule, ABC):
     """
 
     sampler_name: ClassVar[str]
+    #: what a prior run's checkpoints keep (best) and are named by, in place of the image models' val/sse
+    checkpoint_monitor: ClassVar[tuple[str, str]] = ("val/loss", "step{step:06d}-val_loss{val/loss:.4f}")
 
     def __init__(
         self, latent_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.0, warmup_steps: int = 100

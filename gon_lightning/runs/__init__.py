@@ -21,6 +21,7 @@ from gon_lightning.runs.checkpoints import (
     surviving_checkpoint,
 )
 from gon_lightning.runs.configs import (
+    IMAGE_MONITOR,
     PACKAGED_CONFIGS,
     Invocation,
     command_line,
@@ -29,6 +30,7 @@ from gon_lightning.runs.configs import (
     resolve_config_names,
     run_name,
     short_name,
+    use_models_monitor,
     with_run_config,
 )
 from gon_lightning.runs.folders import (
@@ -64,6 +66,7 @@ __all__ = [
     "DEFAULT_RUNS_ROOT",
     "EVALUATION_OPTIONS",
     "EVALUATION_SUBCOMMANDS",
+    "IMAGE_MONITOR",
     "LIGHTNING_CKPT_PATHS",
     "NO_CHECKPOINTS",
     "PACKAGED_CONFIGS",
@@ -103,6 +106,7 @@ __all__ = [
     "source_commit",
     "stopped_message",
     "surviving_checkpoint",
+    "use_models_monitor",
     "wandb_logged_in",
     "wandb_offline",
     "wandb_settings",

@@ -79,6 +79,24 @@ def run_name(config: Namespace) -> str:
     return f"{short_name(config.model.class_path)}-{short_name(config.data.class_path, 'DataModule')}"
 
 
+#: the checkpoint's monitored figure and file name: the image models' (the CLI's defaults), unless the model names its
+#: own as a class attribute `checkpoint_monitor` (monitor, filename), as the learned priors do
+IMAGE_MONITOR = ("val/sse", "epoch{epoch:04d}-val_sse{val/sse:.4f}")
+
+
+def use_models_monitor(config: Namespace) -> None:
+    """Monitor the model's own figure (its class's `checkpoint_monitor`) where the checkpoint options are the image
+    models' defaults: `fit --model FlowMatchingPrior` then keeps its best `val/loss`, where `val/sse` never comes."""
+    from gon_lightning.nn.networks import import_object
+
+    checkpoint = config.get("checkpoint")
+    if checkpoint is None or (checkpoint.get("monitor"), checkpoint.get("filename")) != IMAGE_MONITOR:
+        return
+    own = getattr(import_object(config.model.class_path, "--model"), "checkpoint_monitor", None)
+    if own is not None:
+        checkpoint.monitor, checkpoint.filename = own
+
+
 def config_filename(subcommand: str | None) -> str:
     """`config.yaml` for the training run; `test-config.yaml` etc. for later commands on the same run."""
     return "config.yaml" if subcommand in (None, "fit") else f"{subcommand}-config.yaml"
