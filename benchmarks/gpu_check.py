@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_check.py --out OUT --data DATA     # on the GPU: about 7 minutes; DATA holds MNIST/raw/
     python benchmarks/gpu_check.py --dry-run --out OUT       # here, on the CPU, every check at a tiny size
+    python benchmarks/gpu_check.py --dry-run --jobs 2 ...    # the same, two checks at a time
 
 Checks, in order (each in its own process, with its own time limit; one that fails is reported and the next runs):
   cuda-tests     the suite's tests that only run where CUDA exists (pytest -m cuda)
@@ -28,13 +29,16 @@ lacks is prepared by benchmarks/gpu_carry.py, which prints the device command.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
+import io
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,7 +266,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="a data root holding MNIST/raw/ (the real-MNIST epoch)")
     parser.add_argument("--dry-run", action="store_true", help="every check on the CPU at a tiny size")
     parser.add_argument("--budget", type=float, default=470.0, help="seconds; no check starts after them")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="with --dry-run: checks side by side (on the GPU they are timed one by one)"
+    )
     args = parser.parse_args()
+    if args.jobs < 1 or (args.jobs > 1 and not args.dry_run):
+        parser.error("--jobs: a positive number, above 1 only with --dry-run (the GPU checks time one at a time)")
     args.out.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.budget
     work = tempfile.mkdtemp(prefix="gon-gpu-check-")
@@ -277,9 +286,23 @@ def main() -> None:
         f"`python benchmarks/gpu_check.py {' '.join(sys.argv[1:])}`"
     )
     with open(args.out / "gpu_check.log", "w") as log:
-        for check in checks:
-            run(check, log, deadline, work)
-            (args.out / "gpu_check.md").write_text(markdown(checks, header))  # what is done survives a kill
+        if args.jobs == 1:
+            for check in checks:
+                run(check, log, deadline, work)
+                (args.out / "gpu_check.md").write_text(markdown(checks, header))  # what is done survives a kill
+        else:  # a dry run's checks side by side: each one's output goes to the log whole when it ends
+            lock = threading.Lock()
+
+            def run_one(check: Check) -> None:
+                output = io.StringIO()
+                run(check, output, deadline, work)
+                with lock:
+                    log.write(output.getvalue())
+                    log.flush()
+                    (args.out / "gpu_check.md").write_text(markdown(checks, header))
+
+            with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+                list(pool.map(run_one, checks))
     result = {"header": header, "checks": [{k: v for k, v in vars(c).items() if k != "env"} for c in checks]}
     (args.out / "gpu_check.json").write_text(json.dumps(result, indent=1))
     print(f"\nwritten: {args.out / 'gpu_check.md'}, gpu_check.json, gpu_check.log")

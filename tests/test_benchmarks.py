@@ -31,7 +31,7 @@ def gpu_check_dry_run(tmp_path_factory: pytest.TempPathFactory, _mnist_files: Pa
     tiny sizes (size_throughput.py, fp16_batchnorm.py, ...): their tests read its log rather than run them again."""
     work = tmp_path_factory.mktemp("gpu_check")
     out, data = work / "out", fresh_copy(_mnist_files, work)
-    command = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--out", str(out)]
+    command = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--jobs", "2", "--out", str(out)]
     done = subprocess.run([*command, "--data", str(data)], capture_output=True, text=True, timeout=600, cwd=work)
     return out, done.stdout[-2000:] + done.stderr[-2000:] + f"\n(exit {done.returncode})"
 
@@ -67,7 +67,8 @@ def test_gpu_check_dry_run_runs_every_check_and_writes_its_report(gpu_check_dry_
     assert {"sampler diffusion", "sampler flow"} <= set(figures["prior-sample"])
 
 
-def test_gpu_check_reports_a_failing_check_by_name(tmp_path, monkeypatch):
+@pytest.mark.parametrize("side_by_side", [[], ["--dry-run", "--jobs", "2"]], ids=["one-by-one", "jobs-2"])
+def test_gpu_check_reports_a_failing_check_by_name(tmp_path, monkeypatch, capsys, side_by_side):
     """A check that fails is named, with its last lines, and the command exits non-zero; the others still run."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
@@ -79,11 +80,17 @@ def test_gpu_check_reports_a_failing_check_by_name(tmp_path, monkeypatch):
         gpu_check.Check("fine", [sys.executable, "-c", "print('ok')"], timeout=30),
     ]
     monkeypatch.setattr(gpu_check, "all_checks", lambda args, root, work: checks)
-    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--out", str(tmp_path)])
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--out", str(tmp_path), *side_by_side])
     with pytest.raises(SystemExit, match="failed checks: broken"):
         gpu_check.main()
     report = (tmp_path / "gpu_check.md").read_text()
     assert "| broken | failed (exit 3) |" in report and "| fine | ok |" in report and "boom" in report
+    log = (tmp_path / "gpu_check.log").read_text()
+    assert "===== broken: " in log and "===== fine: " in log and "boom" in log
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--out", str(tmp_path), "--jobs", "2"])  # timed on a GPU
+    with pytest.raises(SystemExit, match="2"):
+        gpu_check.main()
+    assert "--jobs: a positive number, above 1 only with --dry-run" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # a child process per size, each importing torch and Lightning
