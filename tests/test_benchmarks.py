@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -32,7 +33,11 @@ def gpu_check_dry_run(tmp_path_factory: pytest.TempPathFactory, _mnist_files: Pa
     work = tmp_path_factory.mktemp("gpu_check")
     out, data = work / "out", fresh_copy(_mnist_files, work)
     command = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--jobs", "2", "--out", str(out)]
-    done = subprocess.run([*command, "--data", str(data)], capture_output=True, text=True, timeout=600, cwd=work)
+    # conftest keeps W&B offline per test, which a module fixture runs before: here too
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    done = subprocess.run(
+        [*command, "--data", str(data)], capture_output=True, text=True, timeout=600, cwd=work, env=env
+    )
     return out, done.stdout[-2000:] + done.stderr[-2000:] + f"\n(exit {done.returncode})"
 
 
