@@ -291,6 +291,8 @@ def main() -> None:
                 run(check, log, deadline, work)
                 (args.out / "gpu_check.md").write_text(markdown(checks, header))  # what is done survives a kill
         else:  # a dry run's checks side by side: each one's output goes to the log whole when it ends
+            for check in checks:  # and each one shares the cores: its time limit grows alike
+                check.timeout *= args.jobs
             lock = threading.Lock()
 
             def run_one(check: Check) -> None:
