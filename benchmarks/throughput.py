@@ -171,7 +171,9 @@ class UserFit:
     timed over its second epoch from inside the process (`EpochTimer`)."""
 
     def __init__(self, args: argparse.Namespace, root: str, epoch_steps: int) -> None:
-        self.epoch_steps, self.steps = epoch_steps, args.steps
+        # --fit-batches: epochs of that many batches, a check that the command runs (gpu_check.py --dry-run)
+        self.epoch_steps, self.steps = args.fit_batches or epoch_steps, args.steps
+        short = ("--trainer.limit_train_batches", str(args.fit_batches), "--trainer.limit_val_batches", "1")
         self.workdir = tempfile.mkdtemp(prefix="gon-bench-fit-")
         self.result = os.path.join(self.workdir, "epoch-seconds")
         self.command = [
@@ -180,9 +182,10 @@ class UserFit:
             *("--data.init_args.batch_size", str(args.batch_size), "--data.init_args.root", root),
             *("--trainer.accelerator", args.device, "--trainer.precision", args.precision),
             *("--runs_root", os.path.join(self.workdir, "runs")),
+            *(short if args.fit_batches else ()),
             *(token for option in args.fit_option for token in option.split(maxsplit=1)),
             # two epochs and the first step of a third: the timer reads the start of epoch 2
-            *("--trainer.max_steps", str(2 * epoch_steps + 1), "--trainer.callbacks+=throughput.EpochTimer"),
+            *("--trainer.max_steps", str(2 * self.epoch_steps + 1), "--trainer.callbacks+=throughput.EpochTimer"),
         ]
         here = str(Path(__file__).resolve().parent)
         self.env = {
@@ -266,6 +269,13 @@ def main() -> None:
         help='a `gon-lightning fit` option for (d), e.g. "--trainer.limit_val_batches 0" (its cost without '
         "validation); repeatable",
     )
+    parser.add_argument(
+        "--fit-batches",
+        type=int,
+        default=0,
+        help="(d)'s epochs cut to this many training batches and one validation batch: a quick check that the "
+        "command runs, not a measurement of it (default 0: whole epochs)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument(
         "--clock", default="wall", choices=["wall", "cpu"], help="wall time, or this process's CPU time (CPU only)"
@@ -345,7 +355,8 @@ def main() -> None:
         "a": "(a) plain loop, PIL + Resize/ToTensor DataLoader",
         "b": "(b) plain loop, in-memory DataModule",
         "L": "(L) plain loop's step as a LightningModule + Trainer",
-        "d": f"(d) gon-lightning fit, {' '.join(args.fit_option) or 'all defaults'} (its 2nd epoch)",
+        "d": f"(d) gon-lightning fit, {' '.join(args.fit_option) or 'all defaults'} (its 2nd epoch"
+        + (f" of {args.fit_batches} batches)" if args.fit_batches else ")"),
     }
     for name, value in median.items():
         print(f"  {labels.get(name, f'(c) {name[2:]} LightningModule + Trainer'):<52} {value:8.1f} images/s")

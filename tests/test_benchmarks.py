@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import fresh_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,13 +26,33 @@ def test_throughput_reports_each_contender_and_the_trainers_floor(tmp_path):
     assert "(d)" not in done.stdout  # --no-fit leaves the user's `fit` out
 
 
+@pytest.fixture(scope="module")
+def gpu_check_dry_run(tmp_path_factory: pytest.TempPathFactory, _mnist_files: Path) -> tuple[Path, str]:
+    """`benchmarks/gpu_check.py --dry-run` once: its folder and its output. The dry run runs benchmark scripts at
+    tiny sizes (size_throughput.py, fp16_batchnorm.py, ...): their tests read its log rather than run them again."""
+    work = tmp_path_factory.mktemp("gpu_check")
+    out, data = work / "out", fresh_copy(_mnist_files, work)
+    command = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--jobs", "2", "--out", str(out)]
+    # conftest keeps W&B offline per test, which a module fixture runs before: here too
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    done = subprocess.run(
+        [*command, "--data", str(data)], capture_output=True, text=True, timeout=600, cwd=work, env=env
+    )
+    return out, done.stdout[-2000:] + done.stderr[-2000:] + f"\n(exit {done.returncode})"
+
+
+def check_output(out: Path, name: str) -> str:
+    """One check's output in the dry run's gpu_check.log (each check's begins with "===== NAME: COMMAND")."""
+    log = (out / "gpu_check.log").read_text()
+    parts = re.split(r"^===== ([\w-]+): .*$", log, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))[name]
+
+
 @pytest.mark.slow
-def test_gpu_check_dry_run_runs_every_check_and_writes_its_report(tmp_path, mnist_root):
+def test_gpu_check_dry_run_runs_every_check_and_writes_its_report(gpu_check_dry_run):
     """The prepared GPU check stays working: `--dry-run` runs each check on the CPU at a tiny size."""
-    out = tmp_path / "out"
-    command = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--out", str(out)]
-    done = subprocess.run([*command, "--data", str(mnist_root)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out, output = gpu_check_dry_run
+    assert output.endswith("(exit 0)"), output
     report = json.loads((out / "gpu_check.json").read_text())
     statuses = {check["name"]: check["status"] for check in report["checks"]}
     expected = {"cuda-tests", "throughput-b64-32-true", "throughput-b512-bf16-mixed", "size-throughput", "epoch-end"}
@@ -49,7 +72,8 @@ def test_gpu_check_dry_run_runs_every_check_and_writes_its_report(tmp_path, mnis
     assert {"sampler diffusion", "sampler flow"} <= set(figures["prior-sample"])
 
 
-def test_gpu_check_reports_a_failing_check_by_name(tmp_path, monkeypatch):
+@pytest.mark.parametrize("side_by_side", [[], ["--dry-run", "--jobs", "2"]], ids=["one-by-one", "jobs-2"])
+def test_gpu_check_reports_a_failing_check_by_name(tmp_path, monkeypatch, capsys, side_by_side):
     """A check that fails is named, with its last lines, and the command exits non-zero; the others still run."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
@@ -61,11 +85,17 @@ def test_gpu_check_reports_a_failing_check_by_name(tmp_path, monkeypatch):
         gpu_check.Check("fine", [sys.executable, "-c", "print('ok')"], timeout=30),
     ]
     monkeypatch.setattr(gpu_check, "all_checks", lambda args, root, work: checks)
-    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--out", str(tmp_path)])
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--out", str(tmp_path), *side_by_side])
     with pytest.raises(SystemExit, match="failed checks: broken"):
         gpu_check.main()
     report = (tmp_path / "gpu_check.md").read_text()
     assert "| broken | failed (exit 3) |" in report and "| fine | ok |" in report and "boom" in report
+    log = (tmp_path / "gpu_check.log").read_text()
+    assert "===== broken: " in log and "===== fine: " in log and "boom" in log
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--out", str(tmp_path), "--jobs", "2"])  # timed on a GPU
+    with pytest.raises(SystemExit, match="2"):
+        gpu_check.main()
+    assert "--jobs: a positive number, above 1 only with --dry-run" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # a child process per size, each importing torch and Lightning
@@ -78,13 +108,12 @@ def test_implicit_memory_reports_each_size():
     assert row.count("GiB") == 2
 
 
-@pytest.mark.slow  # three Trainer runs per size
-def test_size_throughput_reports_each_size():
-    command = [sys.executable, str(ROOT / "benchmarks" / "size_throughput.py"), "--sizes", "32", "64"]
-    command += ["--rounds", "1", "--steps", "1", "--warmup", "1", "--nz", "4", "--ngf", "1", "--clock", "cpu"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = [line for line in done.stdout.splitlines() if line.startswith(("| 32 |", "| 64 |"))]
+@pytest.mark.slow  # three Trainer runs per size: read from the GPU check's dry run, which runs this script
+def test_size_throughput_reports_each_size(gpu_check_dry_run):
+    # size_throughput.py --sizes 32 64 --rounds 1 --steps 1 --nz 4 --ngf 1 --threads 1 --clock cpu (warm-up 1)
+    output = check_output(gpu_check_dry_run[0], "size-throughput")
+    assert "1 steps (+1 warm-up), cpu clock" in output
+    rows = [line for line in output.splitlines() if line.startswith(("| 32 |", "| 64 |"))]
     assert len(rows) == 2 and all(row.count("|") == 7 for row in rows)
 
 
@@ -108,15 +137,15 @@ def test_divergence_check_benchmark_reports_both_contenders_and_their_ratio(tmp_
 
 
 @pytest.mark.slow
-def test_fp16_batchnorm_benchmark_shows_the_paper_gon_skipping_every_step(tmp_path):
+def test_fp16_batchnorm_benchmark_shows_the_paper_gon_skipping_every_step(gpu_check_dry_run):
     """docs/performance.md's finding, on the CPU: under fp16 AMP the paper's BatchNorm GON overflows at every step
-    even from a loss scale of 64 (at which BatchNorm in fp32, and GroupNorm, take every step)."""
-    command = [sys.executable, str(ROOT / "benchmarks" / "fp16_batchnorm.py"), "--root", str(tmp_path)]
-    command += ["--steps", "4", "--init-scale", "64", "--variants", "batch", "batch-fp32", "group"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    skipped = {line.split()[0]: int(line.split()[-1]) for line in done.stdout.splitlines()[2:]}
-    assert skipped == {"batch": 4, "batch-fp32": 0, "group": 0}
+    even from a loss scale of 64 (at which BatchNorm in fp32, and GroupNorm, take every step). Read from the GPU
+    check's dry run, which runs fp16_batchnorm.py --steps 4 --init-scale 64 with every variant."""
+    output = check_output(gpu_check_dry_run[0], "fp16-batchnorm")
+    assert "4 steps on cpu" in output
+    table = re.findall(r"^(\S+)\s+[\d.naif]+\s+\S+\s+(\d+)$", output, re.M)  # variant, ..., steps skipped
+    skipped = {variant: int(steps) for variant, steps in table}
+    assert skipped == {"fp32": 0, "batch": 4, "batch-fp32": 0, "group": 0}
 
 
 def test_latent_format_compares_safetensors_and_parquet():

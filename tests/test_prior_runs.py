@@ -14,6 +14,7 @@ import torch
 import gon_lightning
 from gon_lightning.cli import main
 from gon_lightning.latents.encoding import load_run
+from gon_lightning.metrics import extractors
 from gon_lightning.priors import FlowMatchingPrior
 from gon_lightning.priors.pair import model_with_prior
 from tests.cli_args import base_args, only_run
@@ -105,8 +106,13 @@ def test_prior_run_resumes_exactly_from_last_ckpt(prior_run: Path, model_run: Pa
         assert torch.equal(resumed["state_dict"][key], value), key
 
 
-def test_prior_checkpoint_is_one_generative_model(prior_run: Path, model_run: Path, tmp_path: Path) -> None:
+def test_prior_checkpoint_is_one_generative_model(
+    prior_run: Path, model_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     prior_ckpt = prior_run / "checkpoints" / "last.ckpt"
+    # the fake MNIST ships no LeNet: evaluate trains one on it, 2 steps here rather than 3,000 (35 s); no figure of
+    # it is checked (test_sample_quality.py tests the extractors)
+    monkeypatch.setattr(extractors, "TRAIN_STEPS", 2)
     # evaluate needs no other option: the model's samples through the prior, against the model's own data
     main(["evaluate", "--ckpt_path", str(prior_ckpt), "--num_samples=32", "--trainer.accelerator=cpu"])
     quality = json.loads((prior_run / "sample_quality.json").read_text())
