@@ -151,6 +151,27 @@ def test_prior_checkpoint_predicts_samples_through_the_prior(prior_run: Path, tm
     assert (prior_run / "predictions" / "samples.png").is_file()
 
 
+def test_an_online_prior_is_a_sampler_of_its_checkpoint_by_name(
+    _mnist_files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a GON fitted with OnlinePrior: evaluate and predict take --sampler diffusion from its checkpoint alone (the
+    # prior is rebuilt from the checkpoint before the sampler is checked against the model)
+    data = Path(shutil.copytree(_mnist_files, tmp_path / "data"))
+    online = '--trainer.callbacks+={"class_path": "OnlinePrior", "init_args": {"prior_args": {"hidden": 16, ' + (
+        '"depth": 1, "time_dim": 8, "sample_steps": 2}}}'
+    )
+    main([*base_args(data, tmp_path / "runs"), online])
+    run = only_run(tmp_path / "runs")
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    monkeypatch.setattr(extractors, "TRAIN_STEPS", 2)  # the fake MNIST's LeNet (no figure of it is checked)
+    config = f"--config={run / 'config.yaml'}"
+    main(["evaluate", config, f"--ckpt_path={ckpt}", "--sampler=diffusion", "--num_samples=16", f"--out={tmp_path}"])
+    assert json.loads((tmp_path / "sample_quality.json").read_text())["drawn_by"] == "diffusion"
+    main(["predict", config, f"--ckpt_path={ckpt}", "--predictions.sampler=diffusion", "--predictions.num_samples=4",
+          "--trainer.limit_predict_batches=1", "--trainer.logger=false"])  # fmt: skip
+    assert (run / "predictions" / "samples.png").is_file()
+
+
 @pytest.mark.slow
 def test_bad_inputs_are_one_line(prior_run: Path, model_run: Path, tmp_path: Path) -> None:
     loose = tmp_path / "loose.ckpt"

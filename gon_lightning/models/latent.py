@@ -311,6 +311,14 @@ class LatentModel(ImageModel):
                     del self._buffers[name]
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def adopt_priors_of(self, ckpt_path: str) -> None:
+        """Attach the priors a checkpoint file carries (their weights load with the checkpoint), so that their samplers
+        can be named before Lightning restores it: its callbacks' setup, which checks a sampler, comes first."""
+        from gon_lightning.runs import LIGHTNING_CKPT_PATHS, load_checkpoint_file
+
+        if ckpt_path not in LIGHTNING_CKPT_PATHS:
+            self._adopt_priors(load_checkpoint_file(ckpt_path).get("state_dict") or {}, "")
+
     def _adopt_priors(self, state_dict: dict, prefix: str) -> None:
         """Rebuild the priors a state_dict carries (from its spec buffer) before their weights load, and drop
         attached priors it does not carry: the loaded model is the one saved, priors included."""
