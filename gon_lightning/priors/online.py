@@ -36,9 +36,9 @@ class OnlinePrior(Callback):
 
     Args:
         sampler: the prior: `diffusion` (FlowMatchingPrior) or `flow` (NormalizingFlowPrior).
-        prior_args: the prior's options besides nz (taken from the model), e.g. `{hidden: 256, depth: 3}`. The
-            default network is smaller than the post-hoc default (hidden 256), so that its step costs a few per
-            cent of a GON step (docs/priors.md).
+        prior_args: the prior's options besides nz (taken from the model), e.g. `{hidden: 256, depth: 2}`. The
+            default network is smaller than the post-hoc default (hidden 256, 2 residual blocks), so that its step
+            costs a few per cent of a GON step (docs/priors.md).
         lr: the prior's AdamW learning rate (warm-up, then cosine decay over the run's steps).
         warmup_steps: steps of linear learning-rate warm-up.
     """
@@ -54,7 +54,8 @@ class OnlinePrior(Callback):
             raise UserError(f"{OPTION}sampler {sampler!r}: one of {', '.join(PRIORS)}")
         positive(OPTION + "lr", lr)
         self.sampler = sampler
-        self.prior_args = {"hidden": 256, **(prior_args or {})} if sampler == "diffusion" else dict(prior_args or {})
+        defaults = {"hidden": 256, "depth": 2} if sampler == "diffusion" else {}
+        self.prior_args = {**defaults, **(prior_args or {})}
         self.lr = lr
         self.warmup_steps = warmup_steps
         self.optimizer: torch.optim.Optimizer | None = None
