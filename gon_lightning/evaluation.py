@@ -124,7 +124,9 @@ def evaluate(
     if image_folder is not None and sampler is not None:
         raise UserError("--sampler picks how a checkpoint's model draws: a folder's images have none; leave it unset")
     if ckpt_path is not None:
-        if not loaded:  # first: a prior the checkpoint carries (trained online) is a sampler to check
+        from gon_lightning.priors.online import PRIORS
+
+        if not loaded and sampler in PRIORS:  # a learned prior the checkpoint may carry (trained online): read it
             load_weights(model, ckpt_path)
             loaded = True
         check_sampler(model, sampler)  # before the extractor and the reference features cost their time
