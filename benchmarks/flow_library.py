@@ -6,6 +6,7 @@ wall-clock budget runs out, side by side in one process; the script prints each 
 seconds per step, held-out bits per dimension (on the test split's latents, in the standardised space) and the time
 to draw 1,000 samples (`--samples`).
 
+    pip install -e ".[flow-bench]"     # normflows
     python benchmarks/flow_library.py --ckpt runs/<gon run>/checkpoints/last.ckpt --steps 500 --budget-s 300
 
 The choice and the numbers are in docs/priors.md.

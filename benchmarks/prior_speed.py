@@ -118,13 +118,15 @@ class StepClock(pl.Callback):
         return statistics.median(gaps)
 
 
-def gon_round(steps: int, online: bool, images: torch.Tensor, device: str, nz: int, ngf: int) -> float:
+def gon_round(
+    steps: int, online: bool, images: torch.Tensor, device: str, nz: int, ngf: int, prior_args: dict | None = None
+) -> float:
     from gon_lightning.models import GON
 
     torch.manual_seed(0)
     model = GON(nz=nz, ngf=ngf)
     clock = StepClock(device)
-    callbacks = [clock, OnlinePrior()] if online else [clock]
+    callbacks = [clock, OnlinePrior(prior_args=prior_args)] if online else [clock]
     trainer = pl.Trainer(
         max_steps=steps,
         logger=False,
@@ -144,7 +146,10 @@ def online(args: argparse.Namespace) -> None:
     times: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(args.rounds):
         for with_prior in (False, True):
-            times[with_prior].append(gon_round(args.steps, with_prior, images, args.device, args.nz, args.ngf))
+            prior_args = {k: v for k, v in (("hidden", args.prior_hidden), ("depth", args.prior_depth)) if v}
+            times[with_prior].append(
+                gon_round(args.steps, with_prior, images, args.device, args.nz, args.ngf, prior_args)
+            )
     plain, with_prior = (statistics.median(times[k]) for k in (False, True))
     print(f"GON nz {args.nz} ngf {args.ngf}, batch 64: median step over {args.steps} steps, median of {args.rounds} "
           "alternating rounds")  # fmt: skip
@@ -205,18 +210,20 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--hidden", type=int, default=1024)
+    p.add_argument("--hidden", type=int, default=768)
     p.add_argument("--device", default="cpu")
     p = sub.add_parser("online")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--nz", type=int, default=256)
     p.add_argument("--ngf", type=int, default=16)
+    p.add_argument("--prior-hidden", type=int, default=None, help="the online prior's width (default OnlinePrior's)")
+    p.add_argument("--prior-depth", type=int, default=None, help="its residual blocks (default OnlinePrior's)")
     p.add_argument("--device", default="cpu")
     p = sub.add_parser("sample")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--nz", type=int, default=256)
-    p.add_argument("--hidden", type=int, default=1024)
+    p.add_argument("--hidden", type=int, default=768)
     p.add_argument("--device", default="cpu")
     p = sub.add_parser("curve")
     p.add_argument("--ckpt", required=True)
