@@ -37,13 +37,19 @@ class GONTrainer(Trainer):
         sampling through the prior, on the model's own data (`gon_lightning.priors.pair`)."""
         from gon_lightning.models.latent import LatentModel
         from gon_lightning.priors.base import LatentPrior
+        from gon_lightning.priors.online import PRIORS
         from gon_lightning.priors.pair import model_with_prior
 
         if isinstance(model, LatentPrior) and ckpt_path:
             model, datamodule, _ = model_with_prior(model, ckpt_path)
             ckpt_path = None  # loaded: the model's weights and the prior's
-        elif isinstance(model, LatentModel) and ckpt_path:
-            # the priors the checkpoint carries (trained online), before --predictions.sampler is checked against them
+        elif (
+            isinstance(model, LatentModel)
+            and ckpt_path
+            and {getattr(c, "sampler", None) for c in self.callbacks} & {*PRIORS}
+        ):
+            # a learned prior's sampler is named: the priors the checkpoint carries (trained online), before the
+            # callbacks' setup checks the name against the model
             model.adopt_priors_of(ckpt_path)
         return super().predict(model, dataloaders, datamodule, return_predictions, ckpt_path, weights_only)
 

@@ -37,8 +37,8 @@ class OnlinePrior(Callback):
     Args:
         sampler: the prior: `diffusion` (FlowMatchingPrior) or `flow` (NormalizingFlowPrior).
         prior_args: the prior's options besides nz (taken from the model), e.g. `{hidden: 256, depth: 2}`. The
-            default network is smaller than the post-hoc default (hidden 256, 2 residual blocks), so that its step
-            costs a few per cent of a GON step (docs/priors.md).
+            default network is smaller than the post-hoc default (hidden 256, 2 residual blocks), to keep its step a
+            small share of a GON step (docs/priors.md has what it costs and reaches).
         lr: the prior's AdamW learning rate (warm-up, then cosine decay over the run's steps).
         warmup_steps: steps of linear learning-rate warm-up.
     """
