@@ -45,19 +45,25 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def lightning_round(z: torch.Tensor, steps: int, batch: int, device: str, hidden: int) -> float:
-    prior = FlowMatchingPrior(latent_size=z.shape[1], hidden=hidden)
-    prior.set_statistics(z)
-    loader = DataLoader(z, batch_size=batch, shuffle=True, drop_last=True)
-    trainer = pl.Trainer(
+def bare_trainer(steps: int, device: str, callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
+    """A Trainer of `steps` steps on one device with nothing beside the loop (no logger, checkpoints, bars)."""
+    return pl.Trainer(
         max_steps=steps,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=callbacks,
         accelerator=device,
         devices=1,
     )
+
+
+def lightning_round(z: torch.Tensor, steps: int, batch: int, device: str, hidden: int) -> float:
+    prior = FlowMatchingPrior(latent_size=z.shape[1], hidden=hidden)
+    prior.set_statistics(z)
+    loader = DataLoader(z, batch_size=batch, shuffle=True, drop_last=True)
+    trainer = bare_trainer(steps, device)
     start = time.perf_counter()
     trainer.fit(prior, loader)
     sync(device)
@@ -127,16 +133,7 @@ def gon_round(
     model = GON(nz=nz, ngf=ngf)
     clock = StepClock(device)
     callbacks = [clock, OnlinePrior(prior_args=prior_args)] if online else [clock]
-    trainer = pl.Trainer(
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-        accelerator=device,
-        devices=1,
-    )
+    trainer = bare_trainer(steps, device, callbacks)
     trainer.fit(model, DataLoader(images, batch_size=64, shuffle=True, drop_last=True))
     return clock.seconds_per_step(warmup=min(3, steps // 3))
 
