@@ -31,16 +31,18 @@ demo: $(STAMP)  ## train the GON on the embedded MNIST digits, then a learned pr
 	echo "samples from the learned prior (diffusion) over the GON's latents: $$prior/predictions/samples.png" && \
 	echo "(the GON's own Gaussian samples, for comparison: $$gon/images/)"
 
-test: $(STAMP)  ## run the whole test suite (what CI runs)
-	$(BIN)/python -m pytest -q
+# pytest-xdist: a process per core; a test file stays in one process, so its module fixtures are built once
+PYTEST := $(BIN)/python -m pytest -q -n auto --dist loadfile
+test: $(STAMP)  ## run the whole test suite (what CI runs), a process per core
+	$(PYTEST)
 
 test-fast: $(STAMP)  ## run the tests without the slow ones
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # The kernels torch picks (and so float32 summation order) depend on the CPU: AVX-512 here, AVX2 on a Zen 3.
 KERNELS_AVX2 := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 test-kernels: $(STAMP)  ## rerun the equality tests with an AVX2-only CPU's kernels (what CI also runs)
-	$(KERNELS_AVX2) $(BIN)/python -m pytest -q -m equality
+	$(KERNELS_AVX2) $(PYTEST) -m equality
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
