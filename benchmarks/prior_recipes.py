@@ -9,6 +9,9 @@ JSON line per evaluation.
     python benchmarks/prior_recipes.py --ckpt runs/<gon run>/checkpoints/last.ckpt --network residual
     python benchmarks/prior_recipes.py --ckpt ... --network mlp --hidden 1024 --depth 3 --eval-at 2000 4000
 
+`--decodings` trains nothing: it scores the model's own decodings of its test latents (the floor of a prior that
+generalises) and of training latents (literal copies), the control for the copying figures.
+
 `--network mlp` is the plain MLP [x, t] -> hidden x depth -> nz (the prior's first default), kept here only to
 compare; `--schedule constant` keeps the learning rate after the warm-up; `--ema` scores an exponential moving
 average of the weights too. docs/priors.md has the results.
@@ -34,7 +37,7 @@ from gon_lightning.priors import FlowMatchingPrior
 from gon_lightning.priors.base import cosine_warmup
 from gon_lightning.priors.flow_matching import time_embedding
 
-FIGURES = ("fd_lenet", "precision", "recall", "coverage", "copy_ratio")
+FIGURES = ("fd_lenet", "precision", "recall", "coverage", "copy_ratio", "copying_z")
 
 
 class PlainVelocity(nn.Module):
@@ -54,7 +57,8 @@ class PlainVelocity(nn.Module):
 
 
 def scorer(ckpt: Path, samples: int):
-    """score(prior) -> figures: the checkpoint's model decodes `samples` draws of the prior, scored as evaluate does."""
+    """(score(prior), score_decoded(latents)) -> figures, scored as evaluate does: the checkpoint's model decodes
+    `samples` draws of the prior, or the given latents themselves."""
     model, data = load_run(ckpt)
     model.eval()
     data.prepare_data()
@@ -62,14 +66,22 @@ def scorer(ckpt: Path, samples: int):
     features = load_extractor(data.extractor, data)
     real, held_out = reference_features(data, "train", features), reference_features(data, "test", features)
 
+    def figures(fake: Tensor) -> dict[str, float]:
+        scores = score_samples(real, fake, features.name, held_out=held_out)
+        return {name: round(scores[name], 3) for name in FIGURES}
+
     def score(prior: FlowMatchingPrior) -> dict[str, float]:
         model.attach_prior(prior.eval())
         fake = torch.cat([extract(features, quantised(x)) for x in draw_samples(model, samples, 64, None, 0)])
         model.detach_prior(prior.sampler_name)
-        figures = score_samples(real, fake, features.name, held_out=held_out)
-        return {name: round(figures[name], 3) for name in FIGURES}
+        return figures(fake)
 
-    return score
+    def score_decoded(latents: Tensor) -> dict[str, float]:
+        with torch.no_grad(), model.evaluation_protocol():
+            decoded = [extract(features, quantised(model.decode_latents(z))) for z in latents.split(64)]
+        return figures(torch.cat(decoded))
+
+    return score, score_decoded
 
 
 def main() -> None:
@@ -78,7 +90,7 @@ def main() -> None:
     parser.add_argument("--network", choices=("residual", "mlp"), default="residual")
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--depth", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--steps", type=int, default=12000)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
@@ -86,10 +98,22 @@ def main() -> None:
     parser.add_argument("--eval-at", type=int, nargs="*", default=[], help="steps to score at besides the last")
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--decodings",
+        action="store_true",
+        help="train nothing: score the model's own decodings of its test latents and of --samples training latents "
+        "(what a prior that generalised, or one that copied, would reach)",
+    )
     args = parser.parse_args()
 
-    latents = LatentDataModule(ckpt_path=str(args.ckpt)).latents("train")
-    score = scorer(args.ckpt, args.samples)
+    data = LatentDataModule(ckpt_path=str(args.ckpt))
+    latents = data.latents("train")
+    score, score_decoded = scorer(args.ckpt, args.samples)
+    if args.decodings:
+        drawn = torch.randperm(len(latents), generator=torch.Generator().manual_seed(args.seed))[: args.samples]
+        for split, chosen in (("test", data.latents("test")), ("train", latents[drawn])):
+            print(json.dumps({"decoded": split, "latents": len(chosen)} | score_decoded(chosen)), flush=True)
+        return
     torch.manual_seed(args.seed)
     prior = FlowMatchingPrior(latent_size=latents.shape[1], hidden=args.hidden, depth=args.depth, lr=args.lr)
     if args.network == "mlp":

@@ -14,7 +14,7 @@
     python benchmarks/prior_speed.py posthoc --steps 200
     python benchmarks/prior_speed.py online --steps 40
     python benchmarks/prior_speed.py sample --device cuda
-    python benchmarks/prior_speed.py curve --ckpt runs/<gon run>/checkpoints/last.ckpt --steps 6000 --every 1000
+    python benchmarks/prior_speed.py curve --ckpt runs/<gon run>/checkpoints/last.ckpt --steps 12000 --every 2000
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p = sub.add_parser("curve")
     p.add_argument("--ckpt", required=True)
-    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--steps", type=int, default=12000)
     p.add_argument("--every", type=int, default=1000)
     p.add_argument("--work", default=None)
     args = parser.parse_args()
