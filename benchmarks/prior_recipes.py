@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--ckpt", type=Path, required=True, help="a latent model's checkpoint in its run folder")
     parser.add_argument("--network", choices=("residual", "mlp"), default="residual")
     parser.add_argument("--hidden", type=int, default=768)
-    parser.add_argument("--depth", type=int, default=2)
+    parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--steps", type=int, default=12000)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
