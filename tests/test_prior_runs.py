@@ -3,8 +3,10 @@ prior's checkpoint as one generative model for evaluate, predict, export and fro
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -199,3 +201,21 @@ def test_bad_inputs_are_one_line(prior_run: Path, model_run: Path, tmp_path: Pat
         assert "has changed since: train the prior again" in str(raised.value.code)
     finally:
         source.write_bytes(original)
+
+
+def test_prior_recipes_decodings_score_the_model_s_own_decodings(
+    model_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """benchmarks/prior_recipes.py --decodings (the copying figures' control): the model's decodings of its test
+    latents and of --samples training latents, scored as evaluate scores, one JSON line each, nothing trained."""
+    monkeypatch.setattr(extractors, "TRAIN_STEPS", 2)  # the fake MNIST's LeNet (no figure of it is checked)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "prior_recipes.py"
+    spec = importlib.util.spec_from_file_location("prior_recipes", script)
+    recipes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipes)
+    ckpt = model_run / "checkpoints" / "last.ckpt"
+    monkeypatch.setattr(sys, "argv", ["prior_recipes.py", "--ckpt", str(ckpt), "--decodings", "--samples", "32"])
+    recipes.main()
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(row["decoded"], row["latents"]) for row in rows] == [("test", 64), ("train", 32)]
+    assert all(set(recipes.FIGURES) <= set(row) for row in rows)
