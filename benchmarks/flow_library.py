@@ -52,11 +52,11 @@ def normflows_flow(nz: int, transforms: int, hidden: int):
     return model, model.log_prob, lambda n: model.sample(n)[0]
 
 
-def measure(name, build, train, test, steps, batch_size, transforms, hidden, budget_s, samples) -> dict:
+def measure(name, build, train, test, args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
-    module, log_prob, sample = build(train.shape[1], transforms, hidden)
+    module, log_prob, sample = build(train.shape[1], args.transforms, args.hidden)
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
-    order = torch.randint(0, len(train), (steps, batch_size), generator=torch.Generator().manual_seed(0))
+    order = torch.randint(0, len(train), (args.steps, args.batch_size), generator=torch.Generator().manual_seed(0))
     start = time.perf_counter()
     done = 0
     for rows in order:
@@ -65,18 +65,17 @@ def measure(name, build, train, test, steps, batch_size, transforms, hidden, bud
         loss.backward()
         optimizer.step()
         done += 1
-        if time.perf_counter() - start > budget_s:
+        if time.perf_counter() - start > args.budget_s:
             break
     fit_s = time.perf_counter() - start
     with torch.no_grad():
         bpd = (-log_prob(test).mean() / (test.shape[1] * math.log(2))).item()
         start = time.perf_counter()
-        sample(samples)
+        sample(args.samples)
         sample_s = time.perf_counter() - start
     params = sum(p.numel() for p in module.parameters())
-    return {"library": name, "parameters": params, "steps": done, "step_s": fit_s / done, "test_bpd": bpd} | {
-        "sample_s": sample_s
-    }
+    return {"library": name, "parameters": params, "steps": done, "step_s": fit_s / done, "test_bpd": bpd,
+            "sample_s": sample_s}  # fmt: skip
 
 
 def main() -> None:
@@ -94,18 +93,7 @@ def main() -> None:
     train, test = (train - mean) / std, (test - mean) / std
     print(f"latents: train {tuple(train.shape)}, test {tuple(test.shape)}; {args.steps} steps of {args.batch_size}")
     for name, build in (("zuko", zuko_flow), ("normflows", normflows_flow)):
-        row = measure(
-            name,
-            build,
-            train,
-            test,
-            args.steps,
-            args.batch_size,
-            args.transforms,
-            args.hidden,
-            args.budget_s,
-            args.samples,
-        )
+        row = measure(name, build, train, test, args)
         print(
             f"{row['library']:<10} parameters {row['parameters']:>9,}  {row['steps']} steps, {row['step_s']:.3f} s "
             f"each  test bpd (standardised) {row['test_bpd']:7.3f}  {args.samples:,} samples {row['sample_s']:6.2f} s",

@@ -140,10 +140,10 @@ def gon_round(
 
 def online(args: argparse.Namespace) -> None:
     images = torch.rand(64 * args.steps, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    prior_args = {k: v for k, v in (("hidden", args.prior_hidden), ("depth", args.prior_depth)) if v}
     times: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(args.rounds):
         for with_prior in (False, True):
-            prior_args = {k: v for k, v in (("hidden", args.prior_hidden), ("depth", args.prior_depth)) if v}
             times[with_prior].append(
                 gon_round(args.steps, with_prior, images, args.device, args.nz, args.ngf, prior_args)
             )
