@@ -40,7 +40,9 @@ class Interleaved(torch.utils.data.Sampler):
 def fit(out: str, devices: int, batch_size: int) -> None:
     torch.manual_seed(0)
     latents = torch.randn(LATENTS, NZ, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 50 + 3
-    prior = FlowMatchingPrior(latent_size=NZ, hidden=16, depth=2, time_dim=8, sample_steps=4, warmup_steps=1)
+    prior = FlowMatchingPrior(
+        latent_size=NZ, hidden=16, depth=2, time_dim=8, sample_steps=4, warmup_steps=1, dropout=0.25
+    )
     prior.set_statistics(latents)
     # the seed at the start of training: DDP's setup re-seeds every rank with it (Lightning's reset_seed), so the
     # single process must start its training from the same state

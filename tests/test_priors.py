@@ -114,6 +114,32 @@ def test_solvers_and_steps_are_options() -> None:
         tiny_diffusion(sample_steps=0)
 
 
+def test_dropout_masks_training_only_and_leaves_the_noise_stream_alone() -> None:
+    x = torch.randn(16, NZ, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    plain = tiny_diffusion()
+    torch.manual_seed(0)
+    dropping = tiny_diffusion(dropout=0.5)
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), dropping.parameters(), strict=True))
+
+    def loss(prior: FlowMatchingPrior) -> torch.Tensor:
+        return prior.loss(x, generator=torch.Generator().manual_seed(1))
+
+    assert not torch.equal(loss(plain), loss(dropping))  # training: units dropped
+    # its masks are drawn after the noise and the times: the same straight paths, so the loss without them is the
+    # plain prior's, and evaluation (validation, sampling) drops nothing
+    dropping.eval()
+    assert torch.equal(loss(plain), loss(dropping))
+    for prior in (plain, dropping):
+        prior.set_statistics(two_clusters())
+    torch.manual_seed(3)
+    drawn = plain.sample(4)
+    torch.manual_seed(3)
+    assert torch.equal(dropping.sample(4), drawn)
+    with pytest.raises(UserError, match="dropout"):
+        tiny_diffusion(dropout=1.0)
+
+
 @pytest.mark.parametrize("name", TINY_MODELS)
 def test_attached_prior_is_a_sampler_carried_by_the_state_dict(name, images) -> None:
     torch.manual_seed(0)
@@ -256,7 +282,8 @@ def test_online_prior_trains_beside_the_model_without_changing_it(name, images) 
 @pytest.mark.equality
 @pytest.mark.slow
 def test_prior_fitted_under_ddp_equals_one_process_on_the_global_batch(tmp_path) -> None:
-    """Two CPU processes (gloo) at batch 8 each against one at batch 16, float64: the same prior after 3 steps."""
+    """Two CPU processes (gloo) at batch 8 each against one at batch 16, float64: the same prior after 3 steps (with
+    dropout: its masks are the global batch's too)."""
     worker = Path(__file__).with_name("prior_ddp_worker.py")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(worker.parent.parent), os.environ.get("PYTHONPATH", "")])}
     for devices, batch in ((1, 16), (2, 8)):

@@ -33,7 +33,8 @@ def time_embedding(t: Tensor, dim: int) -> Tensor:
 
 
 class ResidualBlock(nn.Module):
-    """h + W2 SiLU(W1 SiLU(LayerNorm(h))): a pre-norm residual block."""
+    """h + W2 (mask * SiLU(W1 SiLU(LayerNorm(h)))): a pre-norm residual block; `mask` is dropout's (scaled), given
+    by the caller, which draws it reproducibly."""
 
     def __init__(self, width: int) -> None:
         super().__init__()
@@ -41,8 +42,9 @@ class ResidualBlock(nn.Module):
         self.inner = nn.Linear(width, width)
         self.outer = nn.Linear(width, width)
 
-    def forward(self, h: Tensor) -> Tensor:
-        return h + self.outer(nn.functional.silu(self.inner(nn.functional.silu(self.norm(h)))))
+    def forward(self, h: Tensor, mask: Tensor | None = None) -> Tensor:
+        inner = nn.functional.silu(self.inner(nn.functional.silu(self.norm(h))))
+        return h + self.outer(inner if mask is None else inner * mask)
 
 
 class VelocityMLP(nn.Module):
@@ -53,6 +55,7 @@ class VelocityMLP(nn.Module):
     def __init__(self, nz: int, hidden: int = 768, depth: int = 4, time_dim: int = 64) -> None:
         super().__init__()
         self.time_dim = time_dim
+        self.hidden, self.depth = hidden, depth
         self.net = nn.Sequential(
             nn.Linear(nz + time_dim, hidden),
             *[ResidualBlock(hidden) for _ in range(depth)],
@@ -61,8 +64,16 @@ class VelocityMLP(nn.Module):
             nn.Linear(hidden, nz),
         )
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.net(torch.cat([x, time_embedding(t.to(x.dtype), self.time_dim)], dim=1))
+    def forward(self, x: Tensor, t: Tensor, masks: list[Tensor] | None = None) -> Tensor:
+        """v(x, t); `masks`: a dropout mask (B, hidden) per residual block, or None (no dropout)."""
+        h = torch.cat([x, time_embedding(t.to(x.dtype), self.time_dim)], dim=1)
+        if masks is None:
+            return self.net(h)
+        first, *blocks, norm, act, last = self.net
+        h = first(h)
+        for block, mask in zip(blocks, masks, strict=True):
+            h = block(h, mask)
+        return last(act(norm(h)))
 
 
 class FlowMatchingPrior(LatentPrior):
@@ -78,6 +89,8 @@ class FlowMatchingPrior(LatentPrior):
         time_dim: size of the sinusoidal time embedding.
         sample_steps: ODE steps from noise to a latent when sampling (each one network evaluation, Heun's two).
         solver: `euler` or `heun` (second order: fewer steps for the same error).
+        dropout: the probability of dropping each hidden unit of a residual block in training (0: none). It keeps
+            the network from memorising a small training set's latents (docs/priors.md measures the copying).
     """
 
     sampler_name = "diffusion"
@@ -89,6 +102,7 @@ class FlowMatchingPrior(LatentPrior):
         time_dim: int = 64,
         sample_steps: int = 100,
         solver: Solver = "euler",
+        dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -97,6 +111,8 @@ class FlowMatchingPrior(LatentPrior):
         positive_int(MODEL + "time_dim", time_dim)
         positive_int(MODEL + "sample_steps", sample_steps)
         require(solver in ("euler", "heun"), MODEL + "solver", solver, "'euler' or 'heun'")
+        require(0 <= dropout < 1, MODEL + "dropout", dropout, "in [0, 1)")
+        self.dropout = dropout
         self.sample_steps = sample_steps
         self.solver = solver
         self.velocity = VelocityMLP(self.nz, hidden, depth, time_dim)
@@ -107,7 +123,12 @@ class FlowMatchingPrior(LatentPrior):
         noise = torch.randn(len(x) * world, self.nz, **draw)[rank::world]
         t = torch.rand(len(x) * world, **draw)[rank::world]
         x_t = (1 - t[:, None]) * noise + t[:, None] * x
-        return (self.velocity(x_t, t) - (x - noise)).square().mean()
+        masks = None
+        if self.dropout and self.training:  # drawn like the noise: for the global batch, this rank's rows
+            keep, shape = 1 - self.dropout, (len(x) * world, self.velocity.hidden)
+            draws = [torch.rand(shape, **draw)[rank::world] for _ in range(self.velocity.depth)]
+            masks = [(kept < keep).to(x.dtype) / keep for kept in draws]
+        return (self.velocity(x_t, t, masks) - (x - noise)).square().mean()
 
     def sample_standardised(self, n: int) -> Tensor:
         x = torch.randn(n, self.nz, device=self.latent_mean.device, dtype=self.latent_mean.dtype)
