@@ -33,6 +33,7 @@ from gon_lightning.data.latents import LatentDataModule
 from gon_lightning.evaluation import draw_samples, quantised
 from gon_lightning.latents.encoding import load_run
 from gon_lightning.metrics import extract, load_extractor, reference_features, score_samples
+from gon_lightning.metrics.copying import CopyingTest
 from gon_lightning.priors import FlowMatchingPrior
 from gon_lightning.priors.base import cosine_warmup
 from gon_lightning.priors.flow_matching import time_embedding
@@ -84,6 +85,26 @@ def scorer(ckpt: Path, samples: int):
     return score, score_decoded
 
 
+def latent_copying(prior: FlowMatchingPrior, train: Tensor, test: Tensor, samples: int = 1000):
+    """figures(prior): the copying figures in the prior's own standardised latent space (its samples' nearest
+    training latent against the test latents'), and its loss on the test latents (fixed noise)."""
+    mean, std = train.mean(0), train.std(0).clamp_min(1e-8)
+    test_s = (test - mean) / std
+    copying = CopyingTest((train - mean) / std, test_s)
+
+    def figures(prior: FlowMatchingPrior) -> dict[str, float]:
+        prior.eval()
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(0)
+            drawn = (prior.sample(samples).float() - mean) / std
+            held_out = prior.loss(prior.standardise(test)).item()
+        found = copying.score(drawn)
+        return {"latent_copy_ratio": round(found["copy_ratio"], 3), "latent_copying_z": round(found["copying_z"], 2),
+                "test_loss": round(held_out, 4)}  # fmt: skip
+
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", type=Path, required=True, help="a latent model's checkpoint in its run folder")
@@ -93,6 +114,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12000)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--dropout", type=float, default=0.0, help="FlowMatchingPrior's dropout")
     parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
     parser.add_argument("--ema", type=float, default=0.0, help="also score an EMA of the weights with this decay")
     parser.add_argument("--eval-at", type=int, nargs="*", default=[], help="steps to score at besides the last")
@@ -115,11 +138,14 @@ def main() -> None:
             print(json.dumps({"decoded": split, "latents": len(chosen)} | score_decoded(chosen)), flush=True)
         return
     torch.manual_seed(args.seed)
-    prior = FlowMatchingPrior(latent_size=latents.shape[1], hidden=args.hidden, depth=args.depth, lr=args.lr)
+    prior = FlowMatchingPrior(
+        latent_size=latents.shape[1], hidden=args.hidden, depth=args.depth, lr=args.lr, dropout=args.dropout
+    )
     if args.network == "mlp":
         prior.velocity = PlainVelocity(latents.shape[1], args.hidden, args.depth, 64)
     prior.set_statistics(latents)
-    optimizer = torch.optim.AdamW(prior.parameters(), lr=args.lr)
+    optimizer = torch.optim.AdamW(prior.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    in_latents = latent_copying(prior, latents, data.latents("test"))
     warmup = min(prior.warmup_steps, args.steps // 10)
     factor = (lambda s: cosine_warmup(s, args.steps, warmup)) if args.schedule == "cosine" else None
     factor = factor or (lambda s: min(1.0, (s + 1) / max(1, warmup)))
@@ -145,7 +171,7 @@ def main() -> None:
             if step in args.eval_at or step == args.steps:
                 recent = losses[-100:]
                 row = {"step": step, "train_s": round(time.perf_counter() - start), "loss": sum(recent) / len(recent)}
-                row |= score(prior)
+                row |= score(prior) | in_latents(prior)
                 if average is not None:
                     row["ema"] = score(average)
                 print(json.dumps(row), flush=True)

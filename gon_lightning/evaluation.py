@@ -32,6 +32,7 @@ from gon_lightning.metrics import (
     score_samples,
     seeded_subset,
 )
+from gon_lightning.metrics.copying import latent_copying_figures
 from gon_lightning.metrics.reference import save_array
 from gon_lightning.models import ImageModel
 from gon_lightning.models.base import check_sampler_option
@@ -64,12 +65,33 @@ def draw_samples(model: Any, n: int, batch_size: int, sampler: str | None, seed:
     restored afterwards). A model that cannot sample yet raises NotImplementedError (the generation interface's).
     The callers check `model` and `sampler` first (`check_sampler`), before their work starts."""
     options = {"sampler": sampler} if sampler is not None else {}
+    return seeded_batches(model, n, batch_size, seed, lambda count: model.sample(count, **options))
+
+
+def seeded_batches(model: Any, n: int, batch_size: int, seed: int, draw: Any) -> Iterator[Tensor]:
+    """draw(count) for n rows in batches of `batch_size`, without gradients, under a generator seeded with `seed`."""
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for start in range(0, n, batch_size):
             with torch.no_grad():
-                yield model.sample(min(batch_size, n - start), **options)
+                yield draw(min(batch_size, n - start))
+
+
+def prior_copying(model: Any, prior_name: str, ckpt_path: str, n: int, batch_size: int, seed: int) -> dict[str, float]:
+    """The copying figures in a learned prior's latent space: the latents the samples were decoded from (drawn again,
+    the same batches and seed) against the model checkpoint's training and test latents (`LatentDataModule`: its
+    run's latents/ cache, encoded now when missing). A prior that memorised its training latents shows here first:
+    the decoder and the 8-bit images blur what the features see."""
+    from gon_lightning.data.latents import LatentDataModule
+
+    prior = model.priors[prior_name]
+    data = LatentDataModule(ckpt_path=prior.source.get("checkpoint") or ckpt_path)  # post hoc: the model's file
+    data.prepare_data()
+    data.setup("fit")
+    drawn = seeded_batches(model, n, batch_size, seed, lambda count: model.sample_latents(count, prior_name))
+    samples = torch.cat([z.cpu() for z in drawn])
+    return latent_copying_figures(data.latents("train"), samples, data.latents("test"), seed)
 
 
 def folder_images(folder: str | Path, image_size: int, channels: int, limit: int | None) -> Tensor:
@@ -163,6 +185,8 @@ def evaluate(
 
     # the copying figures compare the samples with the test split: the floor, a part of it, has none
     figures = score_samples(real, fake, features.name, nearest_k, seed, held_out=floor_real)
+    if ckpt_path is not None and source["drawn_by"] in getattr(model, "priors", {}):
+        figures |= prior_copying(model, source["drawn_by"], ckpt_path, len(fake), datamodule.batch_size, seed)
     floor = score_samples(real, floor_fake, features.name, nearest_k, seed)
     # a figure that could not be computed (copying_z of too few samples: NaN) is written as null
     figures = {name: value if math.isfinite(value) or math.isinf(value) else None for name, value in figures.items()}
@@ -244,6 +268,13 @@ def notes(result: dict[str, Any]) -> list[str]:
             f"note: the samples lie closer to the training images than the held-out test images do (copying_z "
             f"{_number(copying_z)}, copy_ratio {_number(ratio)}): the model or its prior may be copying its "
             "training data"
+        )
+    copying_z, ratio = result.get("latent_copying_z"), result.get("latent_copy_ratio")
+    if copying_z is not None and math.isfinite(copying_z) and copying_z < COPYING_Z_ALARM:
+        lines.append(
+            f"note: the prior's latents lie closer to its training latents than the test images' latents do "
+            f"(latent_copying_z {_number(copying_z)}, latent_copy_ratio {_number(ratio)}): the prior may be "
+            "memorising them (fewer steps, or dropout, docs/priors.md)"
         )
     return lines
 

@@ -11,6 +11,7 @@ from scipy.stats import mannwhitneyu
 
 from gon_lightning.errors import UserError
 from gon_lightning.metrics import CopyingTest, copying_figures, nearest_distances, score_samples
+from gon_lightning.metrics.copying import latent_copying_figures
 
 
 def draw(n: int, seed: int, d: int = 8) -> torch.Tensor:
@@ -70,6 +71,22 @@ def test_the_figures_are_their_definitions() -> None:
     assert copying_figures(train, samples, held_out) == CopyingTest(train, held_out).score(samples)
 
 
+def test_latent_copying_figures_are_the_figures_on_standardised_latents() -> None:
+    # latents as a GON's are: each dimension on its own scale, far from unit (std ~350 after the quickstart)
+    scale, shift = torch.linspace(1, 400, 8, dtype=torch.float64), torch.linspace(-50, 50, 8, dtype=torch.float64)
+    train, held_out = draw(3000, 0) * scale + shift, draw(1000, 1) * scale + shift
+    fresh, copies = draw(1000, 2) * scale + shift, train[:1000]
+    figures = latent_copying_figures(train, fresh, held_out)
+    assert list(figures) == ["latent_copy_ratio", "latent_copying_z"]
+    assert figures["latent_copy_ratio"] == pytest.approx(1.0, abs=0.08) and abs(figures["latent_copying_z"]) < 3
+    handed_back = latent_copying_figures(train, copies, held_out)
+    assert handed_back["latent_copy_ratio"] < 1e-6 and handed_back["latent_copying_z"] < -8
+    # the figures of the standardised latents: the per-dimension scale and shift are gone
+    mean, std = train.mean(0), train.std(0)
+    standard = copying_figures((train - mean) / std, (fresh - mean) / std, (held_out - mean) / std)
+    assert figures == {f"latent_{name}": value for name, value in standard.items()}
+
+
 def test_score_samples_adds_the_copying_figures_with_held_out_features() -> None:
     g = torch.Generator().manual_seed(8)
     reference, fake, held = (torch.randn(n, 4, generator=g) for n in (300, 100, 100))
@@ -90,3 +107,5 @@ def test_evaluates_table_notes_a_precision_density_contradicts_and_copying() -> 
     assert notes(digits) == []
     assert len(notes(copies)) == 1 and "copying its training data" in notes(copies)[0]
     assert notes({**digits, "copying_z": None}) == [] and notes({"fd_lenet": 3.0}) == []
+    memorising = {**digits, "latent_copy_ratio": 0.84, "latent_copying_z": -3.5}  # a prior's latents, not its images
+    assert len(notes(memorising)) == 1 and "memorising" in notes(memorising)[0]

@@ -15,8 +15,10 @@ import torch
 
 import gon_lightning
 from gon_lightning.cli import main
+from gon_lightning.data import LatentDataModule
 from gon_lightning.latents.encoding import load_run
 from gon_lightning.metrics import extractors
+from gon_lightning.metrics.copying import latent_copying_figures
 from gon_lightning.priors import FlowMatchingPrior
 from gon_lightning.priors.pair import model_with_prior
 from tests.cli_args import base_args, only_run
@@ -143,6 +145,17 @@ def test_prior_checkpoint_is_one_generative_model(
     model, _ = load_run(model_run / "checkpoints" / "last.ckpt")
     torch.manual_seed(7)
     assert not torch.equal(model.eval().sample(5), drawn[0])  # not the model's own default sampler
+    # evaluate's copying figures in the prior's latent space: the latents its samples were decoded from against the
+    # model's training and test latents, standardised (the same batches and seed drawn again here)
+    data = LatentDataModule(ckpt_path=str(model_run / "checkpoints" / "last.ckpt"))
+    data.prepare_data()
+    data.setup("fit")
+    torch.manual_seed(quality["seed"])
+    batch = quality["batch_size"]
+    latents = torch.cat([pair.sample_latents(min(batch, 32 - i), "diffusion") for i in range(0, 32, batch)])
+    expected = latent_copying_figures(data.latents("train"), latents, data.latents("test"), quality["seed"])
+    assert quality["latent_copy_ratio"] == pytest.approx(expected["latent_copy_ratio"], rel=1e-12)
+    assert {"latent_copy_ratio", "latent_copying_z"} <= set(quality["figures"])
 
 
 @pytest.mark.slow
@@ -168,7 +181,8 @@ def test_an_online_prior_is_a_sampler_of_its_checkpoint_by_name(
     monkeypatch.setattr(extractors, "TRAIN_STEPS", 2)  # the fake MNIST's LeNet (no figure of it is checked)
     config = f"--config={run / 'config.yaml'}"
     main(["evaluate", config, f"--ckpt_path={ckpt}", "--sampler=diffusion", "--num_samples=16", f"--out={tmp_path}"])
-    assert json.loads((tmp_path / "sample_quality.json").read_text())["drawn_by"] == "diffusion"
+    quality = json.loads((tmp_path / "sample_quality.json").read_text())
+    assert quality["drawn_by"] == "diffusion" and quality["latent_copy_ratio"] > 0  # the model's own latents encoded
     main(["predict", config, f"--ckpt_path={ckpt}", "--predictions.sampler=diffusion", "--predictions.num_samples=4",
           "--trainer.limit_predict_batches=1", "--trainer.logger=false"])  # fmt: skip
     assert (run / "predictions" / "samples.png").is_file()

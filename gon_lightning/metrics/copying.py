@@ -125,3 +125,14 @@ def copying_figures(train: Tensor, samples: Tensor, held_out: Tensor, seed: int 
     """`copy_ratio` and `copying_z` of `samples` against `train`, with `held_out` as the unseen real images (all
     features (N, d) on one extractor); see the module's docstring."""
     return CopyingTest(train, held_out, seed=seed).score(samples)
+
+
+def latent_copying_figures(train: Tensor, samples: Tensor, held_out: Tensor, seed: int = 0) -> dict[str, float]:
+    """The copying figures in a latent space (a learned prior's): `latent_copy_ratio` and `latent_copying_z` of
+    sampled latents against the training latents, with the test images' latents as the held-out ones, each dimension
+    standardised by the training latents' mean and std (the space the priors are trained in)."""
+    train = as_float64(train, "training latents")
+    mean, std = train.mean(0), train.std(0).clamp_min(1e-8)
+    samples, held_out = as_float64(samples, "sampled latents"), as_float64(held_out, "test latents")
+    figures = copying_figures((train - mean) / std, (samples - mean) / std, (held_out - mean) / std, seed)
+    return {f"latent_{name}": value for name, value in figures.items()}
