@@ -230,24 +230,27 @@ def test_the_comparison_reports_learned_priors_with_their_training_time_and_copy
     assert "diffusion" in samples.COMPARE_MODELS["implicit_gon"] and "flow" in samples.COMPARE_MODELS["vgon"]
     assert samples.COMPARE_MODELS["gopt"] == ("optimised",)  # no latents: no learned prior
 
-    def result(fd: float, ratio: float) -> dict:
+    def result(fd: float, ratio: float, latent: dict | None = None) -> dict:
         figures = {"fd_lenet": fd, "precision": 0.5, "recall": 0.25, "density": 0.4, "coverage": 0.3}
-        figures |= {"copy_ratio": ratio, "copying_z": 0.5}
+        figures |= {"copy_ratio": ratio, "copying_z": 0.5, **(latent or {})}
         return {"figures": list(figures), **figures, "floor": {**figures, "fd_lenet": 1.0}}
 
+    latent = {"latent_copy_ratio": 0.9}
     runs = [
         samples.Trained("gon", "mnist5k", seed, sse=10.0, parameters=303_697, fit_s=5.0,
-                        quality={"gmm": result(400.0, 1.0), "diffusion": result(100.0 + seed, 1.1)},
+                        quality={"gmm": result(400.0, 1.0), "diffusion": result(100.0 + seed, 1.1, latent)},
                         prior_s={"diffusion": 60.0 + 2 * seed})
         for seed in (0, 1)
     ]  # fmt: skip
     text = samples.compare_report(runs, args, 60.0)
     header = next(line for line in text.splitlines() if line.startswith("| model |"))
-    assert header.endswith("| copy_ratio | copying_z | fit s | prior s |")
+    assert header.endswith("| copy_ratio | copying_z | latent_copy_ratio | fit s | prior s |")
     rows = {tuple(c.strip() for c in line.strip("|").split("|")[:3]): line for line in text.splitlines()}
     assert "| 10 ± 0 (2) | 100 ± 0.707 (2) |" in rows[("gon", "diffusion", "mnist5k")]
-    assert rows[("gon", "diffusion", "mnist5k")].endswith("| 1.1 ± 0 (2) | 0.5 ± 0 (2) | 5 ± 0 (2) | 61 ± 1.41 (2) |")
-    assert rows[("gon", "gmm", "mnist5k")].endswith("| 5 ± 0 (2) | - |")  # a fitted sampler: no prior's time
+    diffusion = "| 1.1 ± 0 (2) | 0.5 ± 0 (2) | 0.9 ± 0 (2) | 5 ± 0 (2) | 61 ± 1.41 (2) |"
+    assert rows[("gon", "diffusion", "mnist5k")].endswith(diffusion)
+    # a fitted sampler: no prior's latents, no prior's time
+    assert rows[("gon", "gmm", "mnist5k")].endswith("| 1 ± 0 (2) | 0.5 ± 0 (2) | - | 5 ± 0 (2) | - |")
     assert "diffusion: `--model.init_args.hidden=256`" in text and "300 optimizer steps" in text
     for wrong in (["--prior-flags", "gmm:--x=1"], ["--prior-flags", "diffusion"], ["--prior-steps", "0"]):
         with pytest.raises(SystemExit):

@@ -38,8 +38,9 @@ COMPARE_MODELS = {
 }
 NO_RECONSTRUCTION = {"gopt"}  # no encoder: no test SSE
 QUALITY_FIGURES = ("precision", "recall", "density", "coverage")
-# how close the samples lie to the training images against the held-out test images (evaluate's copying figures)
-COPYING_FIGURES = ("copy_ratio", "copying_z")
+# how close the samples lie to the training images against the held-out test images (evaluate's copying figures),
+# and a learned prior's latents to the training latents against the test images' latents
+COPYING_FIGURES = ("copy_ratio", "copying_z", "latent_copy_ratio")
 
 
 @dataclass
@@ -291,7 +292,9 @@ def compare_report(runs: list[Trained], args: argparse.Namespace, wall: float) -
         "start or encoding the latents). `copy_ratio` is the median distance of the samples to their nearest "
         "training image over the test images' (on the same features; below 1: closer to the training set than "
         "held-out data, a sign of copying) and `copying_z` Meehan et al.'s data-copying statistic (below -3: "
-        "copying). Cells: mean ± standard deviation (runs).",
+        "copying); `latent_copy_ratio` the same ratio for a learned prior's latents against the model's training and "
+        "test latents (standardised), where a prior that memorises shows first. Cells: mean ± standard deviation "
+        "(runs).",
         "",
         "| model | sampler | data | parameters | test SSE | " + " | ".join(figures) + " | fit s | prior s |",
         "|---" * (7 + len(figures)) + "|",
