@@ -185,11 +185,14 @@ def parse(check: Check, output: str, work: str) -> None:
         for label, value in re.findall(r"^\s*(.+?):? +([\d.]+) ?(?:ms/step|ms|s|%.*)?$", output, re.M):
             check.figures[label.strip()] = float(value)
         ratio = re.search(r"throughput ratio \(Lightning / plain\): ([\d.]+)", output)
-        share = re.search(r"online prior's cost: ([\d.-]+)%", output)
+        share = re.search(r"the prior's step is ([\d.-]+)% of the GON's step", output)
+        difference = re.search(r"with the prior: ([+\d.-]+)%", output)
         if ratio:
             check.figures["Lightning/plain"] = float(ratio[1])
         if share:
             check.figures["online share of GON step %"] = float(share[1])
+        if difference:
+            check.figures["GON step with/without the online prior, difference %"] = float(difference[1])
     elif check.name == "cuda-tests":
         summary = re.findall(r"^(?:=+ )?(\d+ (?:passed|failed|skipped).*?)(?: in [\d.]+s)?(?: =+)?$", output, re.M)
         check.figures = {"pytest": summary[-1] if summary else "no summary"}

@@ -262,20 +262,17 @@ def notes(result: dict[str, Any]) -> list[str]:
             "the real images' neighbourhoods sit in few of them (the wide balls of real outliers, as uniform noise "
             "does); read density and coverage for fidelity and diversity"
         )
-    copying_z, ratio = result.get("copying_z"), result.get("copy_ratio")
-    if copying_z is not None and math.isfinite(copying_z) and copying_z < COPYING_Z_ALARM:
-        lines.append(
-            f"note: the samples lie closer to the training images than the held-out test images do (copying_z "
-            f"{_number(copying_z)}, copy_ratio {_number(ratio)}): the model or its prior may be copying its "
-            "training data"
-        )
-    copying_z, ratio = result.get("latent_copying_z"), result.get("latent_copy_ratio")
-    if copying_z is not None and math.isfinite(copying_z) and copying_z < COPYING_Z_ALARM:
-        lines.append(
-            f"note: the prior's latents lie closer to its training latents than the test images' latents do "
-            f"(latent_copying_z {_number(copying_z)}, latent_copy_ratio {_number(ratio)}): the prior may be "
-            "memorising them (fewer steps, or dropout, docs/priors.md)"
-        )
+    copying = {
+        "": "the samples lie closer to the training images than the held-out test images do ({figures}): the model "
+        "or its prior may be copying its training data",
+        "latent_": "the prior's latents lie closer to its training latents than the test images' latents do "
+        "({figures}): the prior may be memorising them (dropout, or fewer steps: docs/priors.md)",
+    }
+    for prefix, message in copying.items():
+        copying_z, ratio = result.get(f"{prefix}copying_z"), result.get(f"{prefix}copy_ratio")
+        if copying_z is not None and math.isfinite(copying_z) and copying_z < COPYING_Z_ALARM:
+            figures = f"{prefix}copying_z {_number(copying_z)}, {prefix}copy_ratio {_number(ratio)}"
+            lines.append("note: " + message.format(figures=figures))
     return lines
 
 
