@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--dropout", type=float, default=0.0, help="FlowMatchingPrior's dropout")
+    parser.add_argument("--dropout", type=float, default=0.1, help="FlowMatchingPrior's (configs/prior.yaml's 0.1)")
     parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
     parser.add_argument("--ema", type=float, default=0.0, help="also score an EMA of the weights with this decay")
     parser.add_argument("--eval-at", type=int, nargs="*", default=[], help="steps to score at besides the last")
