@@ -103,16 +103,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from gon_lightning.data import MNIST5kDataModule
-    from gon_lightning.evaluation import load_weights
     from gon_lightning.latents.encoding import encode, encoded_splits
     from gon_lightning.latents.store import read_split
     from gon_lightning.models import GON
+    from gon_lightning.runs import load_model_weights
 
     root = Path(args.root or tempfile.mkdtemp())
     torch.manual_seed(0)
     model = GON(nz=256, ngf=16, image_shape=(1, 32, 32))
     if args.ckpt:
-        load_weights(model, args.ckpt)
+        load_model_weights(model, args.ckpt)
     data = MNIST5kDataModule(root=root, batch_size=64)
     data.prepare_data()
     data.setup("fit")

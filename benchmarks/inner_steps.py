@@ -42,8 +42,8 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> str:
     from gon_lightning.cli import main as cli_main
-    from gon_lightning.evaluation import load_weights
     from gon_lightning.inner_curve import check_curve_options, curve_table, inner_step_curve
+    from gon_lightning.runs import load_model_weights
 
     sizes = args.step_sizes or [None]
     check_curve_options(None, args.steps, sizes)  # before anything is built or read
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> str:
         cli = cli_main(["--config", file.name, "--trainer.logger", "false"], run=False)
     model, datamodule = cli.model, cli.datamodule
     check_curve_options(model, args.steps, sizes)  # before the checkpoint and the data are read
-    load_weights(model, args.ckpt_path)
+    load_model_weights(model, args.ckpt_path)
     datamodule.setup("test" if args.split == "test" else "validate")
     loader = datamodule.test_dataloader() if args.split == "test" else datamodule.val_dataloader()
     batches = []

@@ -149,7 +149,7 @@ def evaluate(
         from gon_lightning.priors.online import PRIORS
 
         if not loaded and sampler in PRIORS:  # a learned prior the checkpoint may carry (trained online): read it
-            load_weights(model, ckpt_path)
+            runs.load_model_weights(model, ckpt_path)
             loaded = True
         check_sampler(model, sampler)  # before the extractor and the reference features cost their time
     name = extractor or datamodule.extractor
@@ -167,7 +167,7 @@ def evaluate(
     else:
         assert ckpt_path is not None
         if not loaded:
-            load_weights(model, ckpt_path)
+            runs.load_model_weights(model, ckpt_path)
         model.to(device).eval()
         count = num_samples or min(DEFAULT_SAMPLES, len(real))
         if hasattr(model, "prepare_sampler"):  # a sampler fitted to the training latents is fitted now, once
@@ -214,14 +214,6 @@ def evaluate(
     print(table(result, folder / RESULT_FILE), flush=True)
     runs.keep_run()  # the result is written: the run folder stays whatever happens next
     return result
-
-
-def load_weights(model: Any, ckpt_path: str) -> None:
-    """The checkpoint's weights into `model`, as Lightning restores them (its hook first, then the state_dict)."""
-    checkpoint = runs.load_checkpoint_file(ckpt_path)
-    runs.check_model_checkpoint(ckpt_path, checkpoint, model)
-    model.on_load_checkpoint(checkpoint)
-    model.load_state_dict(checkpoint["state_dict"])
 
 
 def _number(value: float | None) -> str:

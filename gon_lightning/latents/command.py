@@ -27,8 +27,7 @@ def run_encode(
     weights_only: bool | None = None,
 ) -> dict[str, Any]:
     """See `GONTrainer.encode`."""
-    from gon_lightning.evaluation import load_weights
-    from gon_lightning.runs import load_checkpoint_file
+    from gon_lightning.runs import load_checkpoint_file, load_model_weights
 
     if weights_only is False:
         raise UserError("encode reads checkpoints weights-only: drop --weights_only false")
@@ -47,7 +46,7 @@ def run_encode(
             f"data {trained[1]} px and {trained[0]} channel(s) (--data.init_args.image_size, channels)"
         )
     del checkpoint
-    load_weights(model, ckpt_path)
+    load_model_weights(model, ckpt_path)
     out_path = Path(out).expanduser()
 
     def work() -> dict[str, Any]:

@@ -308,9 +308,8 @@ def load_run(ckpt_path: str | Path) -> tuple[Any, Any]:
     """The model of a checkpoint (its weights loaded) and its run's DataModule (from the run's config.yaml)."""
     import yaml
 
-    from gon_lightning.evaluation import load_weights
     from gon_lightning.nn.networks import import_object
-    from gon_lightning.runs import load_checkpoint_file
+    from gon_lightning.runs import load_checkpoint_file, load_model_weights
 
     path = Path(ckpt_path).expanduser()
     checkpoint = load_checkpoint_file(path)
@@ -329,7 +328,7 @@ def load_run(ckpt_path: str | Path) -> tuple[Any, Any]:
     check_latent_model_class(model_class)
     with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: leave the caller's seed alone
         model = model_class(**hparams)
-    load_weights(model, str(path))
+    load_model_weights(model, str(path))
     return model, datamodule
 
 

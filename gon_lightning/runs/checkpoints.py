@@ -81,6 +81,15 @@ def surviving_checkpoint(folder: str | Path | None) -> str:
     return f"{last} ({where}) still loads"
 
 
+def load_model_weights(model: torch.nn.Module, ckpt_path: str | Path) -> None:
+    """The checkpoint's weights into `model`, as Lightning restores them (its hook first, then the state_dict), after
+    `check_model_checkpoint`."""
+    checkpoint = load_checkpoint_file(ckpt_path)
+    check_model_checkpoint(ckpt_path, checkpoint, model)
+    model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])
+
+
 def check_model_checkpoint(path: str | Path, checkpoint: dict[str, Any], model: torch.nn.Module) -> None:
     """Refuse a checkpoint of another model class or another architecture, naming the file."""
     info = checkpoint.get(CHECKPOINT_KEY) or {}
