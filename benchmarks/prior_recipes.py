@@ -33,7 +33,7 @@ from gon_lightning.data.latents import LatentDataModule
 from gon_lightning.evaluation import draw_samples, quantised
 from gon_lightning.latents.encoding import load_run
 from gon_lightning.metrics import extract, load_extractor, reference_features, score_samples
-from gon_lightning.metrics.copying import CopyingTest
+from gon_lightning.metrics.copying import latent_copying_figures
 from gon_lightning.priors import FlowMatchingPrior
 from gon_lightning.priors.base import cosine_warmup
 from gon_lightning.priors.flow_matching import time_embedding
@@ -85,24 +85,16 @@ def scorer(ckpt: Path, samples: int):
     return score, score_decoded
 
 
-def latent_copying(prior: FlowMatchingPrior, train: Tensor, test: Tensor, samples: int = 1000):
-    """figures(prior): the copying figures in the prior's own standardised latent space (its samples' nearest
-    training latent against the test latents'), and its loss on the test latents (fixed noise)."""
-    mean, std = train.mean(0), train.std(0).clamp_min(1e-8)
-    test_s = (test - mean) / std
-    copying = CopyingTest((train - mean) / std, test_s)
-
-    def figures(prior: FlowMatchingPrior) -> dict[str, float]:
-        prior.eval()
-        with torch.no_grad(), torch.random.fork_rng():
-            torch.manual_seed(0)
-            drawn = (prior.sample(samples).float() - mean) / std
-            held_out = prior.loss(prior.standardise(test)).item()
-        found = copying.score(drawn)
-        return {"latent_copy_ratio": round(found["copy_ratio"], 3), "latent_copying_z": round(found["copying_z"], 2),
-                "test_loss": round(held_out, 4)}  # fmt: skip
-
-    return figures
+def latent_copying(prior: FlowMatchingPrior, train: Tensor, test: Tensor, samples: int = 1000) -> dict[str, float]:
+    """evaluate's copying figures in the prior's latent space (its samples against the training and test latents),
+    and its loss on the test latents (fixed noise)."""
+    prior.eval()
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)
+        drawn = prior.sample(samples)
+        held_out = prior.loss(prior.standardise(test)).item()
+    found = latent_copying_figures(train, drawn, test)
+    return {name: round(value, 3) for name, value in found.items()} | {"test_loss": round(held_out, 4)}
 
 
 def main() -> None:
@@ -145,7 +137,6 @@ def main() -> None:
         prior.velocity = PlainVelocity(latents.shape[1], args.hidden, args.depth, 64)
     prior.set_statistics(latents)
     optimizer = torch.optim.AdamW(prior.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    in_latents = latent_copying(prior, latents, data.latents("test"))
     warmup = min(prior.warmup_steps, args.steps // 10)
     factor = (lambda s: cosine_warmup(s, args.steps, warmup)) if args.schedule == "cosine" else None
     factor = factor or (lambda s: min(1.0, (s + 1) / max(1, warmup)))
@@ -171,7 +162,7 @@ def main() -> None:
             if step in args.eval_at or step == args.steps:
                 recent = losses[-100:]
                 row = {"step": step, "train_s": round(time.perf_counter() - start), "loss": sum(recent) / len(recent)}
-                row |= score(prior) | in_latents(prior)
+                row |= score(prior) | latent_copying(prior, latents, data.latents("test"))
                 if average is not None:
                     row["ema"] = score(average)
                 print(json.dumps(row), flush=True)

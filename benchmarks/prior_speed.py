@@ -152,11 +152,11 @@ def gon_round(
     torch.manual_seed(0)
     model = GON(nz=nz, ngf=ngf)
     clock = StepClock(device)
-    prior = TimedOnlinePrior(device, prior_args=prior_args)
-    trainer = bare_trainer(steps, device, [clock, prior] if online else [clock])
+    prior = TimedOnlinePrior(device, prior_args=prior_args) if online else None
+    trainer = bare_trainer(steps, device, [clock, prior] if prior else [clock])
     trainer.fit(model, DataLoader(images, batch_size=64, shuffle=True, drop_last=True))
     warmup = min(3, steps // 3)
-    return clock.seconds_per_step(warmup), statistics.median(prior.seconds[warmup:]) if online else 0.0
+    return clock.seconds_per_step(warmup), statistics.median(prior.seconds[warmup:]) if prior else 0.0
 
 
 def online(args: argparse.Namespace) -> None:

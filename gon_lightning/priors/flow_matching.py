@@ -66,12 +66,9 @@ class VelocityMLP(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, masks: list[Tensor] | None = None) -> Tensor:
         """v(x, t); `masks`: a dropout mask (B, hidden) per residual block, or None (no dropout)."""
-        h = torch.cat([x, time_embedding(t.to(x.dtype), self.time_dim)], dim=1)
-        if masks is None:
-            return self.net(h)
         first, *blocks, norm, act, last = self.net
-        h = first(h)
-        for block, mask in zip(blocks, masks, strict=True):
+        h = first(torch.cat([x, time_embedding(t.to(x.dtype), self.time_dim)], dim=1))
+        for block, mask in zip(blocks, masks or [None] * len(blocks), strict=True):
             h = block(h, mask)
         return last(act(norm(h)))
 
