@@ -180,6 +180,8 @@ def evaluate(
         source = {"checkpoint": str(Path(ckpt_path).resolve()), "model": type(model).__name__}
         source |= {"sampler": sampler or "default", "seed": seed, "batch_size": datamodule.batch_size}
         source |= {"drawn_by": model.checked_sampler(sampler)}  # the sampler's own name, the default's too
+        if source["drawn_by"] in getattr(model, "priors", {}):  # its options too: the ODE's steps change the figures
+            source |= {"prior": model.priors[source["drawn_by"]].spec()}
         source |= {"image_folder": None}
     floor_fake = seeded_subset(floor_real, len(fake), seed)
 

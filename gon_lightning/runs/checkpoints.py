@@ -17,9 +17,10 @@ CHECKPOINT_KEY = "gon_lightning"  # what gon-lightning adds to every checkpoint 
 CHECKPOINT_FORMAT = 1
 # `--ckpt_path` values Lightning resolves itself (no file to check before the run)
 LIGHTNING_CKPT_PATHS = frozenset({"best", "hpc", "registry"})
-# model options that only change how a trained model is evaluated: given with --ckpt_path, they win over the
-# checkpoint's values; any other model option given must agree with the checkpoint (see keep_given_model_options)
-EVALUATION_OPTIONS = frozenset({"norm_eval", "eval_latent"})
+# model options that only change how a trained model is evaluated (a learned prior's ODE solver and steps among
+# them): given with --ckpt_path, they win over the checkpoint's values; any other model option given must agree with
+# the checkpoint (see keep_given_model_options)
+EVALUATION_OPTIONS = frozenset({"norm_eval", "eval_latent", "sample_steps", "solver"})
 
 
 @functools.cache
