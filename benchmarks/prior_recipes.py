@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--dropout", type=float, default=0.1, help="FlowMatchingPrior's (configs/prior.yaml's 0.1)")
+    parser.add_argument("--solver", choices=("euler", "heun"), default="heun", help="sampling (configs/prior.yaml's)")
     parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
     parser.add_argument("--ema", type=float, default=0.0, help="also score an EMA of the weights with this decay")
     parser.add_argument("--eval-at", type=int, nargs="*", default=[], help="steps to score at besides the last")
@@ -131,7 +132,12 @@ def main() -> None:
         return
     torch.manual_seed(args.seed)
     prior = FlowMatchingPrior(
-        latent_size=latents.shape[1], hidden=args.hidden, depth=args.depth, lr=args.lr, dropout=args.dropout
+        latent_size=latents.shape[1],
+        hidden=args.hidden,
+        depth=args.depth,
+        lr=args.lr,
+        dropout=args.dropout,
+        solver=args.solver,
     )
     if args.network == "mlp":
         prior.velocity = PlainVelocity(latents.shape[1], args.hidden, args.depth, 64)

@@ -122,14 +122,14 @@ def test_prior_checkpoint_is_one_generative_model(
     quality = json.loads((prior_run / "sample_quality.json").read_text())
     assert quality["drawn_by"] == "diffusion" and quality["model"] == "GON"
     assert quality["reference"]["dataset"] == "MNISTDataModule" and quality["num_samples"] == 32
-    assert {"solver": "euler", "sample_steps": 4}.items() <= quality["prior"]["init_args"].items()  # the run's
+    assert {"solver": "heun", "sample_steps": 4}.items() <= quality["prior"]["init_args"].items()  # the run's
     # the ODE's solver and steps are evaluation options: given with the checkpoint, they win, and are recorded
-    heun = tmp_path / "heun"
-    ode = ["--model.init_args.solver=heun", "--model.init_args.sample_steps=2", f"--out={heun}"]
+    euler = tmp_path / "euler"
+    ode = ["--model.init_args.solver=euler", "--model.init_args.sample_steps=2", f"--out={euler}"]
     main(["evaluate", "--ckpt_path", str(prior_ckpt), *ode, "--num_samples=32", "--trainer.accelerator=cpu"])
-    by_heun = json.loads((heun / "sample_quality.json").read_text())
-    assert {"solver": "heun", "sample_steps": 2}.items() <= by_heun["prior"]["init_args"].items()
-    assert by_heun["fd_lenet"] != quality["fd_lenet"]
+    by_euler = json.loads((euler / "sample_quality.json").read_text())
+    assert {"solver": "euler", "sample_steps": 2}.items() <= by_euler["prior"]["init_args"].items()
+    assert by_euler["fd_lenet"] != quality["fd_lenet"]
     # export: one folder, safetensors only, config.json records the prior, the card names it
     out = tmp_path / "export"
     main(["export", "--ckpt_path", str(prior_ckpt), "--out", str(out), "--num_images=0"])
@@ -140,7 +140,7 @@ def test_prior_checkpoint_is_one_generative_model(
     assert "the learned prior `diffusion` (FlowMatchingPrior" in card and "sampler `diffusion`" in card
     # the same samples, bit for bit for a seed: the pair rebuilt from the checkpoints, and the exported folder
     pair, _, _ = model_with_prior(
-        FlowMatchingPrior(latent_size=8, hidden=16, depth=2, time_dim=8, sample_steps=4), prior_ckpt
+        FlowMatchingPrior(latent_size=8, hidden=16, depth=2, time_dim=8, sample_steps=4, solver="heun"), prior_ckpt
     )
     loaded = gon_lightning.from_pretrained(out)
     assert loaded.samplers[0] == "diffusion"
