@@ -14,18 +14,15 @@ from typing import Any
 
 from gon_lightning.errors import UserError
 from gon_lightning.latents.encoding import load_run, sha256_of
-from gon_lightning.priors.base import SOURCE_KEY, LatentPrior
+from gon_lightning.priors.base import LatentPrior
 
 
 def load_prior(prior: LatentPrior, ckpt_path: str | Path) -> dict[str, Any]:
     """The prior checkpoint's weights and source into `prior`; returns the source record."""
-    from gon_lightning.runs import check_model_checkpoint, load_checkpoint_file
+    from gon_lightning.runs import load_model_weights
 
-    checkpoint = load_checkpoint_file(ckpt_path)
-    check_model_checkpoint(ckpt_path, checkpoint, prior)
-    prior.on_load_checkpoint(checkpoint)
-    prior.load_state_dict(checkpoint["state_dict"])
-    source = checkpoint.get(SOURCE_KEY) or {}
+    load_model_weights(prior, ckpt_path)
+    source = prior.source  # read from the checkpoint by the prior's on_load_checkpoint
     if not source.get("checkpoint"):
         raise UserError(
             f"prior checkpoint {ckpt_path} does not name the model checkpoint it was trained for: train it with "
