@@ -60,12 +60,24 @@ def check_sampler(model: Any, sampler: str | None, option: str = "--sampler") ->
     check_sampler_option(option, model, sampler)
 
 
-def draw_samples(model: Any, n: int, batch_size: int, sampler: str | None, seed: int) -> Iterator[Tensor]:
+def draw_samples(
+    model: Any, n: int, batch_size: int, sampler: str | None, seed: int, latents: list[Tensor] | None = None
+) -> Iterator[Tensor]:
     """Yield n samples of `model` in batches of `batch_size`, from a generator seeded with `seed` (the global RNG is
     restored afterwards). A model that cannot sample yet raises NotImplementedError (the generation interface's).
-    The callers check `model` and `sampler` first (`check_sampler`), before their work starts."""
-    options = {"sampler": sampler} if sampler is not None else {}
-    return seeded_batches(model, n, batch_size, seed, lambda count: model.sample(count, **options))
+    The callers check `model` and `sampler` first (`check_sampler`), before their work starts. `latents` (a model
+    with latents): a list that receives, on the CPU, the latents each batch was decoded from (the same draws)."""
+    if latents is None:
+        options = {"sampler": sampler} if sampler is not None else {}
+        return seeded_batches(model, n, batch_size, seed, lambda count: model.sample(count, **options))
+    name = model.checked_sampler(sampler)
+
+    def draw(count: int) -> Tensor:  # LatentModel.sample, keeping what it decodes
+        z = model.sample_latents(count, name)
+        latents.append(z.cpu())
+        return model.decode_samples(z)
+
+    return seeded_batches(model, n, batch_size, seed, draw)
 
 
 def seeded_batches(model: Any, n: int, batch_size: int, seed: int, draw: Any) -> Iterator[Tensor]:
@@ -78,19 +90,16 @@ def seeded_batches(model: Any, n: int, batch_size: int, seed: int, draw: Any) ->
                 yield draw(min(batch_size, n - start))
 
 
-def prior_copying(model: Any, prior_name: str, ckpt_path: str, n: int, batch_size: int, seed: int) -> dict[str, float]:
-    """The copying figures in a learned prior's latent space: the latents the samples were decoded from (drawn again,
-    the same batches and seed) against the model checkpoint's training and test latents (`LatentDataModule`: its
-    run's latents/ cache, encoded now when missing). A prior that memorised its training latents shows here first:
-    the decoder and the 8-bit images blur what the features see."""
+def prior_copying(prior: Any, ckpt_path: str, samples: Tensor, seed: int) -> dict[str, float]:
+    """The copying figures in a learned prior's latent space: the latents the samples were decoded from against the
+    model checkpoint's training and test latents (`LatentDataModule`: its run's latents/ cache, encoded now when
+    missing). A prior that memorised its training latents shows here first: the decoder and the 8-bit images blur
+    what the features see."""
     from gon_lightning.data.latents import LatentDataModule
 
-    prior = model.priors[prior_name]
     data = LatentDataModule(ckpt_path=prior.source.get("checkpoint") or ckpt_path)  # post hoc: the model's file
     data.prepare_data()
     data.setup("fit")
-    drawn = seeded_batches(model, n, batch_size, seed, lambda count: model.sample_latents(count, prior_name))
-    samples = torch.cat([z.cpu() for z in drawn])
     return latent_copying_figures(data.latents("train"), samples, data.latents("test"), seed)
 
 
@@ -159,6 +168,7 @@ def evaluate(
     real = reference_features(datamodule, REFERENCE_SPLIT, features)
     floor_real = reference_features(datamodule, FLOOR_SPLIT, features)
     dataset = type(datamodule).__name__
+    prior, prior_latents = None, None  # a learned prior that drew the samples, and the latents it drew
     if image_folder is not None:
         fake_images = folder_images(image_folder, datamodule.image_size, datamodule.channels, num_samples)
         fake = extract(features, fake_images)
@@ -172,23 +182,27 @@ def evaluate(
         count = num_samples or min(DEFAULT_SAMPLES, len(real))
         if hasattr(model, "prepare_sampler"):  # a sampler fitted to the training latents is fitted now, once
             model.prepare_sampler(sampler, datamodule)
-        batches = draw_samples(model, count, datamodule.batch_size, sampler, seed)
+        drawn_by = model.checked_sampler(sampler)  # the sampler's own name, the default's too
+        priors = getattr(model, "priors", {})
+        prior = priors[drawn_by] if drawn_by in priors else None
+        prior_latents = [] if prior is not None else None  # for the latent copying figures
+        batches = draw_samples(model, count, datamodule.batch_size, sampler, seed, prior_latents)
         try:
             fake = torch.cat([extract(features, quantised(batch)) for batch in batches])
         except NotImplementedError as error:
             raise UserError(f"{type(model).__name__} cannot sample: {error}") from error
         source = {"checkpoint": str(Path(ckpt_path).resolve()), "model": type(model).__name__}
         source |= {"sampler": sampler or "default", "seed": seed, "batch_size": datamodule.batch_size}
-        source |= {"drawn_by": model.checked_sampler(sampler)}  # the sampler's own name, the default's too
-        if source["drawn_by"] in getattr(model, "priors", {}):  # its options too: the ODE's steps change the figures
-            source |= {"prior": model.priors[source["drawn_by"]].spec()}
+        source |= {"drawn_by": drawn_by}
+        if prior is not None:  # its options too: the ODE's steps change the figures
+            source |= {"prior": prior.spec()}
         source |= {"image_folder": None}
     floor_fake = seeded_subset(floor_real, len(fake), seed)
 
     # the copying figures compare the samples with the test split: the floor, a part of it, has none
     figures = score_samples(real, fake, features.name, nearest_k, seed, held_out=floor_real)
-    if ckpt_path is not None and source["drawn_by"] in getattr(model, "priors", {}):
-        figures |= prior_copying(model, source["drawn_by"], ckpt_path, len(fake), datamodule.batch_size, seed)
+    if prior is not None and prior_latents:
+        figures |= prior_copying(prior, ckpt_path, torch.cat(prior_latents), seed)
     floor = score_samples(real, floor_fake, features.name, nearest_k, seed)
     # a figure that could not be computed (copying_z of too few samples: NaN) is written as null
     figures = {name: value if math.isfinite(value) or math.isinf(value) else None for name, value in figures.items()}

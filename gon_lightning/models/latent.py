@@ -181,8 +181,11 @@ class LatentModel(ImageModel):
 
     @torch.no_grad()
     def sample(self, n: int, sampler: str | None = None) -> Tensor:
-        name = self.checked_sampler(sampler)
-        z = self.sample_latents(n, name)
+        return self.decode_samples(self.sample_latents(n, self.checked_sampler(sampler)))
+
+    @torch.no_grad()
+    def decode_samples(self, z: Tensor) -> Tensor:
+        """The images of drawn latents, decoded as `sample` decodes them (under the evaluation protocol)."""
         with self.evaluation_protocol():
             return self.decode_latents(z.to(self.dtype))
 
