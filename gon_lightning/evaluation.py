@@ -183,8 +183,7 @@ def evaluate(
         if hasattr(model, "prepare_sampler"):  # a sampler fitted to the training latents is fitted now, once
             model.prepare_sampler(sampler, datamodule)
         drawn_by = model.checked_sampler(sampler)  # the sampler's own name, the default's too
-        priors = getattr(model, "priors", {})
-        prior = priors[drawn_by] if drawn_by in priors else None
+        prior = dict(getattr(model, "priors", {}).items()).get(drawn_by)
         prior_latents = [] if prior is not None else None  # for the latent copying figures
         batches = draw_samples(model, count, datamodule.batch_size, sampler, seed, prior_latents)
         try:
