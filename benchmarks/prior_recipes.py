@@ -10,7 +10,10 @@ JSON line per evaluation.
     python benchmarks/prior_recipes.py --ckpt ... --network mlp --hidden 1024 --depth 3 --eval-at 2000 4000
 
 `--decodings` trains nothing: it scores the model's own decodings of its test latents (the floor of a prior that
-generalises) and of training latents (literal copies), the control for the copying figures.
+generalises) and of training latents (literal copies), the control for the copying figures; with `--smoothed 0.3
+0.5 ...` also of training latents blurred by Gaussian noise of that std (standardised, the variance kept: a kernel
+density estimate, the simplest density that generalises by blurring), with their latent copying figures, the
+frontier a learned prior is placed on.
 
 `--network mlp` is the plain MLP [x, t] -> hidden x depth -> nz (the prior's first default), kept here only to
 compare; `--schedule constant` keeps the learning rate after the warm-up; `--ema` scores an exponential moving
@@ -120,6 +123,13 @@ def main() -> None:
         help="train nothing: score the model's own decodings of its test latents and of --samples training latents "
         "(what a prior that generalised, or one that copied, would reach)",
     )
+    parser.add_argument(
+        "--smoothed",
+        type=float,
+        nargs="*",
+        default=[],
+        help="with --decodings: also decode training latents plus Gaussian noise of each of these stds (standardised)",
+    )
     args = parser.parse_args()
 
     data = LatentDataModule(ckpt_path=str(args.ckpt))
@@ -129,6 +139,14 @@ def main() -> None:
         drawn = torch.randperm(len(latents), generator=torch.Generator().manual_seed(args.seed))[: args.samples]
         for split, chosen in (("test", data.latents("test")), ("train", latents[drawn])):
             print(json.dumps({"decoded": split, "latents": len(chosen)} | score_decoded(chosen)), flush=True)
+        mean, std = latents.mean(0), latents.std(0)
+        for sigma in args.smoothed:
+            noise = torch.randn(len(drawn), latents.shape[1], generator=torch.Generator().manual_seed(args.seed))
+            standardised = ((latents[drawn] - mean) / std + sigma * noise) / (1 + sigma**2) ** 0.5
+            blurred = standardised * std + mean
+            copying = latent_copying_figures(latents, blurred, data.latents("test"))
+            row = {"decoded": "train + noise", "std": sigma} | score_decoded(blurred)
+            print(json.dumps(row | {name: round(value, 3) for name, value in copying.items()}), flush=True)
         return
     torch.manual_seed(args.seed)
     prior = FlowMatchingPrior(

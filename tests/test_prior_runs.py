@@ -236,8 +236,15 @@ def test_prior_recipes_decodings_score_the_model_s_own_decodings(
     recipes = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipes)
     ckpt = model_run / "checkpoints" / "last.ckpt"
-    monkeypatch.setattr(sys, "argv", ["prior_recipes.py", "--ckpt", str(ckpt), "--decodings", "--samples", "32"])
+    argv = ["prior_recipes.py", "--ckpt", str(ckpt), "--decodings", "--samples", "32", "--smoothed", "0", "5"]
+    monkeypatch.setattr(sys, "argv", argv)
     recipes.main()
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert [(row["decoded"], row["latents"]) for row in rows] == [("test", 64), ("train", 32)]
+    assert [(row["decoded"], row.get("latents")) for row in rows[:2]] == [("test", 64), ("train", 32)]
     assert all(set(recipes.FIGURES) <= set(row) for row in rows)
+    # blurred training latents (a kernel density): no noise decodes the training rows themselves, copies in latent
+    # space; noise far wider than the latents' spread lands farther from them than the test latents are
+    unblurred, blurred = rows[2:]
+    assert (unblurred["std"], blurred["std"]) == (0, 5)
+    assert {name: unblurred[name] for name in recipes.FIGURES} == {name: rows[1][name] for name in recipes.FIGURES}
+    assert unblurred["latent_copy_ratio"] == 0 and blurred["latent_copy_ratio"] > 1
