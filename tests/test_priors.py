@@ -140,21 +140,6 @@ def test_dropout_masks_training_only_and_leaves_the_noise_stream_alone() -> None
         tiny_diffusion(dropout=1.0)
 
 
-def test_logit_normal_times_are_the_sigmoid_of_a_normal_draw() -> None:
-    x = torch.randn(16, NZ, generator=torch.Generator().manual_seed(0))
-    torch.manual_seed(0)
-    prior = tiny_diffusion(time_distribution="logit_normal")
-    generator = torch.Generator().manual_seed(1)
-    noise, t = torch.randn(16, NZ, generator=generator), torch.randn(16, generator=generator).sigmoid()
-    x_t = (1 - t[:, None]) * noise + t[:, None] * x
-    expected = (prior.velocity(x_t, t) - (x - noise)).square().mean()
-    assert torch.equal(prior.loss(x, generator=torch.Generator().manual_seed(1)), expected)
-    prior.time_distribution = "uniform"
-    assert not torch.equal(prior.loss(x, generator=torch.Generator().manual_seed(1)), expected)
-    with pytest.raises(UserError, match="time_distribution"):
-        tiny_diffusion(time_distribution="beta")
-
-
 @pytest.mark.parametrize("name", TINY_MODELS)
 def test_attached_prior_is_a_sampler_carried_by_the_state_dict(name, images) -> None:
     torch.manual_seed(0)

@@ -21,7 +21,6 @@ from gon_lightning.errors import MODEL, positive_int, require
 from gon_lightning.priors.base import LatentPrior
 
 Solver = Literal["euler", "heun"]
-TimeDistribution = Literal["uniform", "logit_normal"]
 
 
 def time_embedding(t: Tensor, dim: int) -> Tensor:
@@ -89,9 +88,6 @@ class FlowMatchingPrior(LatentPrior):
         solver: `euler` or `heun` (second order: fewer steps for the same error).
         dropout: the probability of dropping each hidden unit of a residual block in training (0: none). It keeps
             the network from memorising a small training set's latents (docs/priors.md measures the copying).
-        time_distribution: how training draws t: `uniform` on [0, 1] (Lipman et al.), or `logit_normal`
-            (sigmoid of a standard normal, Esser et al. 2024: more of the steps in mid-path, where the velocity is
-            hardest to predict, fewer at the ends).
     """
 
     sampler_name = "diffusion"
@@ -104,7 +100,6 @@ class FlowMatchingPrior(LatentPrior):
         sample_steps: int = 100,
         solver: Solver = "euler",
         dropout: float = 0.0,
-        time_distribution: TimeDistribution = "uniform",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -114,14 +109,7 @@ class FlowMatchingPrior(LatentPrior):
         positive_int(MODEL + "sample_steps", sample_steps)
         require(solver in ("euler", "heun"), MODEL + "solver", solver, "'euler' or 'heun'")
         require(0 <= dropout < 1, MODEL + "dropout", dropout, "in [0, 1)")
-        require(
-            time_distribution in ("uniform", "logit_normal"),
-            MODEL + "time_distribution",
-            time_distribution,
-            "'uniform' or 'logit_normal'",
-        )
         self.dropout = dropout
-        self.time_distribution = time_distribution
         self.sample_steps = sample_steps
         self.solver = solver
         self.velocity = VelocityMLP(self.nz, hidden, depth, time_dim)
@@ -130,10 +118,7 @@ class FlowMatchingPrior(LatentPrior):
         rank, world = shard
         draw = {"device": x.device, "dtype": x.dtype, "generator": generator}
         noise = torch.randn(len(x) * world, self.nz, **draw)[rank::world]
-        if self.time_distribution == "uniform":
-            t = torch.rand(len(x) * world, **draw)[rank::world]
-        else:
-            t = torch.randn(len(x) * world, **draw)[rank::world].sigmoid()
+        t = torch.rand(len(x) * world, **draw)[rank::world]
         x_t = (1 - t[:, None]) * noise + t[:, None] * x
         masks = None
         if self.dropout and self.training:  # drawn like the noise: for the global batch, this rank's rows
