@@ -140,7 +140,7 @@ def main() -> None:
         for split, chosen in (("test", data.latents("test")), ("train", latents[drawn])):
             print(json.dumps({"decoded": split, "latents": len(chosen)} | score_decoded(chosen)), flush=True)
         mean, std = latents.mean(0), latents.std(0)
-        for sigma in args.smoothed:
+        for sigma in args.smoothed:  # the same noise for every std: one path along the frontier
             noise = torch.randn(len(drawn), latents.shape[1], generator=torch.Generator().manual_seed(args.seed))
             standardised = ((latents[drawn] - mean) / std + sigma * noise) / (1 + sigma**2) ** 0.5
             blurred = standardised * std + mean
