@@ -38,7 +38,7 @@ from gon_lightning.latents.encoding import load_run
 from gon_lightning.metrics import extract, load_extractor, reference_features, score_samples
 from gon_lightning.metrics.copying import latent_copying_figures
 from gon_lightning.priors import FlowMatchingPrior
-from gon_lightning.priors.base import cosine_warmup
+from gon_lightning.priors.base import STD_FLOOR, cosine_warmup
 from gon_lightning.priors.flow_matching import time_embedding
 
 FIGURES = ("fd_lenet", "precision", "recall", "coverage", "copy_ratio", "copying_z")
@@ -139,7 +139,7 @@ def main() -> None:
         drawn = torch.randperm(len(latents), generator=torch.Generator().manual_seed(args.seed))[: args.samples]
         for split, chosen in (("test", data.latents("test")), ("train", latents[drawn])):
             print(json.dumps({"decoded": split, "latents": len(chosen)} | score_decoded(chosen)), flush=True)
-        mean, std = latents.mean(0), latents.std(0)
+        mean, std = latents.mean(0), latents.std(0).clamp_min(STD_FLOOR)  # as the priors standardise
         for sigma in args.smoothed:  # the same noise for every std: one path along the frontier
             noise = torch.randn(len(drawn), latents.shape[1], generator=torch.Generator().manual_seed(args.seed))
             standardised = ((latents[drawn] - mean) / std + sigma * noise) / (1 + sigma**2) ** 0.5
